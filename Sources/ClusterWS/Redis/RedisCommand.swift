@@ -1,0 +1,97 @@
+package import NIOCore
+
+/// One argument of a Redis command: text, raw bytes, or an integer.
+package enum RedisArgument: Sendable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral {
+    case string(String)
+    case bytes(ByteBuffer)
+    case integer(Int)
+
+    package init(stringLiteral value: String) { self = .string(value) }
+    package init(integerLiteral value: Int) { self = .integer(value) }
+}
+
+/// A Redis command, encoded once as a RESP array of bulk strings.
+///
+/// The bytes are built when the command is made, so a command can be sent
+/// (or re-sent after a reconnect) without encoding it again.
+///
+/// ```swift
+/// let set = RedisCommand("SET", "greeting", .bytes(payload))
+/// let publish = RedisCommand("PUBLISH", "news", "hello")
+/// ```
+package struct RedisCommand: Sendable {
+    /// The encoded command, ready to write to the socket.
+    package let bytes: ByteBuffer
+    /// How many replies Redis sends for this command: one, except for
+    /// `SUBSCRIBE`/`UNSUBSCRIBE`, which confirm once per channel.
+    package let replyCount: Int
+
+    private static let allocator = ByteBufferAllocator()
+
+    /// Encodes `name` and `arguments` as a RESP array.
+    package init(_ name: String, _ arguments: RedisArgument...) {
+        self.init(name, arguments: arguments)
+    }
+
+    /// Encodes `name` and `arguments` as a RESP array; `replyCount` is the
+    /// number of replies Redis answers it with.
+    package init(_ name: String, arguments: [RedisArgument], replyCount: Int = 1) {
+        var size = 16 + name.utf8.count
+        for argument in arguments {
+            switch argument {
+            case .string(let text): size += text.utf8.count + 16
+            case .bytes(let buffer): size += buffer.readableBytes + 16
+            case .integer: size += 40
+            }
+        }
+        var buffer = Self.allocator.buffer(capacity: size)
+        buffer.writeRESPHeader(marker: UInt8(ascii: "*"), count: arguments.count + 1)
+        buffer.writeRESPBulk(name)
+        for argument in arguments {
+            switch argument {
+            case .string(let text): buffer.writeRESPBulk(text)
+            case .bytes(let bytes): buffer.writeRESPBulk(bytes)
+            case .integer(let value): buffer.writeRESPBulk(String(value))
+            }
+        }
+        self.bytes = buffer
+        self.replyCount = replyCount
+    }
+}
+
+extension ByteBuffer {
+    /// Writes `<marker><count>\r\n` without going through `String`.
+    mutating func writeRESPHeader(marker: UInt8, count: Int) {
+        writeInteger(marker)
+        writeDecimal(count)
+        writeInteger(UInt16(0x0D0A))  // "\r\n", big-endian
+    }
+
+    /// Writes a non-negative integer in decimal ASCII.
+    mutating func writeDecimal(_ value: Int) {
+        precondition(value >= 0)
+        var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: any Int fits
+        withUnsafeMutableBytes(of: &scratch) { digits in
+            var index = digits.count
+            var remaining = value
+            repeat {
+                index -= 1
+                digits[index] = UInt8(ascii: "0") &+ UInt8(remaining % 10)
+                remaining /= 10
+            } while remaining > 0
+            writeBytes(UnsafeRawBufferPointer(rebasing: digits[index...]))
+        }
+    }
+
+    mutating func writeRESPBulk(_ text: String) {
+        writeRESPHeader(marker: UInt8(ascii: "$"), count: text.utf8.count)
+        writeString(text)
+        writeInteger(UInt16(0x0D0A))
+    }
+
+    mutating func writeRESPBulk(_ bytes: ByteBuffer) {
+        writeRESPHeader(marker: UInt8(ascii: "$"), count: bytes.readableBytes)
+        writeImmutableBuffer(bytes)
+        writeInteger(UInt16(0x0D0A))
+    }
+}

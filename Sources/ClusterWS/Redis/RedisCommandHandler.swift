@@ -1,0 +1,168 @@
+package import NIOCore
+
+/// A command on its way to Redis, with the promise its reply completes.
+struct RedisRequest: Sendable {
+    var command: RedisCommand
+    var promise: EventLoopPromise<RedisValue>
+    var deadline: NIODeadline
+}
+
+/// Matches replies to commands in FIFO order, so any number of commands can
+/// be in flight on one connection (pipelining).
+///
+/// - Every pending command fails with ``RedisError/connectionLost`` when the
+///   channel goes inactive; a command written after that fails at once. None
+///   hangs.
+/// - A command whose reply has not come by its deadline fails with
+///   ``RedisError/timeout``; its slot stays in the queue so the late reply is
+///   matched and dropped, and later replies still meet the right commands.
+/// - On a subscriber connection (`pushSink` set), `message`/`pmessage` pushes
+///   go to the sink instead of the queue.
+final class RedisCommandHandler: ChannelDuplexHandler {
+    typealias InboundIn = RedisValue
+    typealias OutboundIn = RedisRequest
+    typealias OutboundOut = ByteBuffer
+
+    private struct Pending {
+        var promise: EventLoopPromise<RedisValue>?  // nil once timed out
+        var remainingReplies: Int
+        var deadline: NIODeadline
+    }
+
+    private var pending = CircularBuffer<Pending>(initialCapacity: 64)
+    private var closedError: RedisError?
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: NIODeadline?
+    private let pushSink: (@Sendable (RedisPubSubMessage) -> Void)?
+
+    init(pushSink: (@Sendable (RedisPubSubMessage) -> Void)? = nil) {
+        self.pushSink = pushSink
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let request = unwrapOutboundIn(data)
+        if let closedError {
+            request.promise.fail(closedError)
+            promise?.fail(closedError)
+            return
+        }
+        pending.append(Pending(promise: request.promise, remainingReplies: request.command.replyCount,
+                               deadline: request.deadline))
+        armTimer(for: request.deadline, context: context)
+        context.write(wrapOutboundOut(request.command.bytes), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let value = unwrapInboundIn(data)
+        if let pushSink, let message = RedisPubSubMessage(push: value) {
+            pushSink(message)
+            return
+        }
+        guard var head = pending.first else {
+            context.fireErrorCaught(RedisError.protocolError("reply with no command waiting for it"))
+            context.close(promise: nil)
+            return
+        }
+        head.remainingReplies -= 1
+        if head.remainingReplies > 0 {
+            pending[pending.startIndex] = head
+            return
+        }
+        pending.removeFirst()
+        if case .error(let message) = value {
+            head.promise?.fail(RedisError.reply(message))
+        } else {
+            head.promise?.succeed(value)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(closedError ?? .connectionLost)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failAll(error as? RedisError ?? .connectionLost)
+        context.fireErrorCaught(error)
+        context.close(promise: nil)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        failAll(.connectionLost)
+    }
+
+    private func failAll(_ error: RedisError) {
+        if closedError == nil { closedError = error }
+        timer?.cancel()
+        timer = nil
+        timerDeadline = nil
+        while let entry = pending.popFirst() {
+            entry.promise?.fail(error)
+        }
+    }
+
+    // MARK: Timeouts: one timer, armed for the earliest deadline.
+
+    private func armTimer(for deadline: NIODeadline, context: ChannelHandlerContext) {
+        if let timerDeadline, timerDeadline <= deadline { return }
+        timer?.cancel()
+        timerDeadline = deadline
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: deadline) {
+            let (handler, context) = bound.value
+            handler.expire(context: context)
+        }
+    }
+
+    private func expire(context: ChannelHandlerContext) {
+        timer = nil
+        timerDeadline = nil
+        let now = NIODeadline.now()
+        var next: NIODeadline?
+        for index in pending.indices {
+            guard let promise = pending[index].promise else { continue }
+            if pending[index].deadline <= now {
+                pending[index].promise = nil
+                promise.fail(RedisError.timeout)
+            } else if next == nil || pending[index].deadline < next! {
+                next = pending[index].deadline
+            }
+        }
+        if let next { armTimer(for: next, context: context) }
+    }
+}
+
+/// A message delivered to a subscriber: the channel it was published on and
+/// its payload, byte for byte.
+package struct RedisPubSubMessage: Sendable {
+    /// The channel the message was published to.
+    package var channel: String
+    /// The matching pattern, for messages received through `PSUBSCRIBE`.
+    package var pattern: String?
+    /// The published payload, binary-safe.
+    package var payload: ByteBuffer
+
+    /// Creates a message.
+    package init(channel: String, pattern: String? = nil, payload: ByteBuffer) {
+        self.channel = channel
+        self.pattern = pattern
+        self.payload = payload
+    }
+
+    /// Recognises a RESP2 `message` or `pmessage` push; `nil` for anything else.
+    init?(push value: RedisValue) {
+        guard case .array(let parts) = value, parts.count >= 3, case .bulkString(let kind) = parts[0] else {
+            return nil
+        }
+        if parts.count == 3, kind.readableBytesView.elementsEqual("message".utf8),
+           let channel = parts[1].string, case .bulkString(let payload) = parts[2] {
+            self.init(channel: channel, payload: payload)
+        } else if parts.count == 4, kind.readableBytesView.elementsEqual("pmessage".utf8),
+                  let pattern = parts[1].string, let channel = parts[2].string,
+                  case .bulkString(let payload) = parts[3] {
+            self.init(channel: channel, pattern: pattern, payload: payload)
+        } else {
+            return nil
+        }
+    }
+}

@@ -1,0 +1,197 @@
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// How to reach Redis and how to behave when it goes away.
+///
+/// ```swift
+/// var redis = try RedisConfiguration(url: "redis://app:secret@127.0.0.1:6379/2")
+/// redis.commandTimeout = .seconds(2)
+/// redis.disconnectedCommandWait = .zero   // fail fast while reconnecting
+/// ```
+package struct RedisConfiguration: Sendable, Hashable {
+    /// Host name or IP address of the Redis server.
+    package var host: String
+    /// TCP port of the Redis server.
+    package var port: Int
+    /// ACL user name for `AUTH user password`; `nil` uses `AUTH password`.
+    package var username: String?
+    /// Password for `AUTH`; `nil` skips authentication.
+    package var password: String?
+    /// Database selected with `SELECT` after every (re)connect.
+    package var database: Int
+    /// How long one TCP connect (plus `AUTH`/`SELECT`) may take.
+    package var connectTimeout: Duration
+    /// How long a command waits for its reply before it fails with
+    /// ``RedisError/timeout``.
+    package var commandTimeout: Duration
+    /// How long a command issued while the client is between connections waits
+    /// for the next connection before it fails. `.zero` fails fast with
+    /// ``RedisError/notConnected`` (or the last connect error, such as
+    /// ``RedisError/connectionRefused(_:)``).
+    package var disconnectedCommandWait: Duration
+    /// Delay between reconnect attempts.
+    package var reconnectBackoff: Backoff
+
+    /// Capped exponential backoff with jitter: attempt `n` waits
+    /// `min(initial * multiplier^n, maximum)`, randomly shortened by up to `jitter`.
+    package struct Backoff: Sendable, Hashable {
+        /// Delay before the first reconnect attempt.
+        package var initial: Duration
+        /// Longest delay between attempts.
+        package var maximum: Duration
+        /// Growth factor per failed attempt.
+        package var multiplier: Double
+        /// Fraction (0...1) of each delay that is randomised away, so many
+        /// nodes do not reconnect in lockstep.
+        package var jitter: Double
+
+        /// Creates a backoff policy.
+        package init(
+            initial: Duration = .milliseconds(50),
+            maximum: Duration = .seconds(3),
+            multiplier: Double = 2,
+            jitter: Double = 0.2
+        ) {
+            self.initial = initial
+            self.maximum = maximum
+            self.multiplier = multiplier
+            self.jitter = min(max(jitter, 0), 1)
+        }
+
+        /// The delay before reconnect attempt `attempt` (0-based).
+        package func delay(attempt: Int) -> Duration {
+            let base = initial.seconds * pow(multiplier, Double(min(attempt, 62)))
+            let capped = min(base, maximum.seconds)
+            let factor = 1 - jitter * Double.random(in: 0...1)
+            return .nanoseconds(Int64(capped * factor * 1e9))
+        }
+    }
+
+    /// Creates a configuration from its parts; every timing has a safe default.
+    package init(
+        host: String = "127.0.0.1",
+        port: Int = 6379,
+        username: String? = nil,
+        password: String? = nil,
+        database: Int = 0,
+        connectTimeout: Duration = .seconds(5),
+        commandTimeout: Duration = .seconds(5),
+        disconnectedCommandWait: Duration = .seconds(2),
+        reconnectBackoff: Backoff = Backoff()
+    ) {
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.database = database
+        self.connectTimeout = connectTimeout
+        self.commandTimeout = commandTimeout
+        self.disconnectedCommandWait = disconnectedCommandWait
+        self.reconnectBackoff = reconnectBackoff
+    }
+
+    /// Parses `redis://[[user]:password@]host[:port][/db]`.
+    ///
+    /// User and password may be percent-encoded; an IPv6 host is written in
+    /// brackets (`redis://[::1]:6379`). The port defaults to 6379, the
+    /// database to 0.
+    /// - Throws: ``RedisError/invalidConfiguration(_:)`` for anything else.
+    package init(url: String) throws {
+        self.init()
+        guard url.hasPrefix("redis://") else {
+            throw RedisError.invalidConfiguration("URL must start with redis://: \(url)")
+        }
+        var rest = Substring(url.dropFirst("redis://".count))
+        if let query = rest.firstIndex(of: "?") { rest = rest[..<query] }
+        var path: Substring = ""
+        if let slash = rest.firstIndex(of: "/") {
+            path = rest[rest.index(after: slash)...]
+            rest = rest[..<slash]
+        }
+        if let at = rest.lastIndex(of: "@") {
+            let userInfo = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = userInfo.firstIndex(of: ":") {
+                let user = try Self.percentDecoded(userInfo[..<colon])
+                username = user.isEmpty ? nil : user
+                password = try Self.percentDecoded(userInfo[userInfo.index(after: colon)...])
+            } else if !userInfo.isEmpty {
+                // redis://password@host, as redis-cli and most clients accept it.
+                password = try Self.percentDecoded(userInfo)
+            }
+        }
+        var portText: Substring?
+        if rest.hasPrefix("[") {
+            guard let close = rest.firstIndex(of: "]") else {
+                throw RedisError.invalidConfiguration("unterminated IPv6 host in \(url)")
+            }
+            host = String(rest[rest.index(after: rest.startIndex)..<close])
+            let after = rest[rest.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":") else { throw RedisError.invalidConfiguration("bad host in \(url)") }
+                portText = after.dropFirst()
+            }
+        } else if let colon = rest.firstIndex(of: ":") {
+            host = String(rest[..<colon])
+            portText = rest[rest.index(after: colon)...]
+        } else {
+            host = String(rest)
+        }
+        guard !host.isEmpty else { throw RedisError.invalidConfiguration("missing host in \(url)") }
+        if let portText {
+            guard let value = Int(portText), (1...65535).contains(value) else {
+                throw RedisError.invalidConfiguration("bad port '\(portText)' in \(url)")
+            }
+            port = value
+        }
+        if !path.isEmpty {
+            guard let db = Int(path), db >= 0 else {
+                throw RedisError.invalidConfiguration("bad database '\(path)' in \(url)")
+            }
+            database = db
+        }
+    }
+
+    /// `host:port`, for logs and errors.
+    package var address: String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    private static func percentDecoded(_ text: Substring) throws -> String {
+        var bytes: [UInt8] = []
+        var iterator = text.utf8.makeIterator()
+        while let byte = iterator.next() {
+            guard byte == UInt8(ascii: "%") else { bytes.append(byte); continue }
+            guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else {
+                throw RedisError.invalidConfiguration("bad percent-encoding in '\(text)'")
+            }
+            bytes.append(high << 4 | low)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+}
+
+extension Duration {
+    /// The duration in (fractional) seconds.
+    var seconds: Double {
+        let (s, attoseconds) = components
+        return Double(s) + Double(attoseconds) / 1e18
+    }
+
+    /// The duration as a NIO `TimeAmount`.
+    var timeAmount: TimeAmount { .nanoseconds(Int64(seconds * 1e9)) }
+}

@@ -1,0 +1,137 @@
+package import Logging
+package import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+/// A pipelined, self-healing connection to one Redis server.
+///
+/// Commands are written as RESP straight into a `ByteBuffer` and replies are
+/// parsed by hiredis's reader inside a SwiftNIO channel handler, so no call
+/// ever blocks Swift's cooperative pool. Any number of commands may be in
+/// flight at once; replies are matched to them in order. Writes made in the
+/// same event-loop tick share one flush.
+///
+/// The actor runs on its channel's event loop, so a command goes from the
+/// caller to the socket with a single hop.
+///
+/// Run it as a `Service` (it reconnects with capped exponential backoff until
+/// cancelled or shut down gracefully):
+///
+/// ```swift
+/// let redis = RedisConnection(configuration: try .init(url: "redis://127.0.0.1:6379"))
+/// try await withThrowingTaskGroup(of: Void.self) { group in
+///     group.addTask { try await redis.run() }
+///     let pong = try await redis.send(RedisCommand("PING"))
+///     group.cancelAll()
+/// }
+/// ```
+///
+/// **While disconnected**: a command waits for the next connection for up to
+/// ``RedisConfiguration/disconnectedCommandWait`` and is then sent; if no
+/// connection comes in time it fails with the last connect error (for example
+/// ``RedisError/connectionRefused(_:)``) or ``RedisError/notConnected``. With a
+/// wait of `.zero` it fails at once. Commands already written when the
+/// connection drops fail with ``RedisError/connectionLost``: they are never
+/// replayed, since Redis may have executed them.
+package actor RedisConnection: Service, RedisReconnecting {
+    package let configuration: RedisConfiguration
+    nonisolated let eventLoop: any EventLoop
+    let logger: Logger
+    var link = RedisLink()
+    private var flushScheduled = false
+
+    package nonisolated var unownedExecutor: UnownedSerialExecutor {
+        eventLoop.executor.asUnownedSerialExecutor()
+    }
+
+    /// Creates a connection; nothing happens until ``run()``.
+    /// - Parameters:
+    ///   - configuration: where Redis is and how to behave when it goes away.
+    ///   - eventLoop: the loop that owns the socket and runs this actor.
+    ///   - logger: receives connect, disconnect and reconnect events.
+    package init(
+        configuration: RedisConfiguration,
+        eventLoop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next(),
+        logger: Logger = Logger(label: "clusterws.redis")
+    ) {
+        self.configuration = configuration
+        self.eventLoop = eventLoop
+        var logger = logger
+        logger[metadataKey: "redis.address"] = "\(configuration.address)"
+        self.logger = logger
+    }
+
+    /// Connects, and reconnects whenever the connection drops, until the task
+    /// is cancelled or a graceful shutdown drains it. Returning means stopped.
+    package func run() async throws {
+        await runConnectionLoop()
+    }
+
+    /// Shuts down gracefully: new commands fail with ``RedisError/shutdown``,
+    /// commands already written still get their replies, then the socket
+    /// closes and ``run()`` returns. A graceful shutdown of the service group
+    /// does the same.
+    package func shutdown() {
+        beginShutdown()
+    }
+
+    /// Sends one command and returns its reply.
+    /// - Parameter timeout: overrides ``RedisConfiguration/commandTimeout``
+    ///   (for blocking commands such as `XREADGROUP ... BLOCK`).
+    /// - Throws: ``RedisError/reply(_:)`` for an error reply; see the type's
+    ///   documentation for what happens while disconnected.
+    package func send(_ command: RedisCommand, timeout: Duration? = nil) async throws -> RedisValue {
+        let channel = try await readyChannel()
+        let promise = eventLoop.makePromise(of: RedisValue.self)
+        let deadline = NIODeadline.now() + (timeout ?? configuration.commandTimeout).timeAmount
+        channel.write(RedisRequest(command: command, promise: promise, deadline: deadline), promise: nil)
+        scheduleFlush(channel)
+        return try await promise.futureResult.get()
+    }
+
+    /// Sends many commands with one flush and returns each one's outcome, in order.
+    ///
+    /// One failing command (an error reply) does not fail the others.
+    package func send(batch commands: [RedisCommand]) async throws -> [Result<RedisValue, RedisError>] {
+        let channel = try await readyChannel()
+        let futures = RedisConnector.execute(commands, on: channel, timeout: configuration.commandTimeout)
+        var results: [Result<RedisValue, RedisError>] = []
+        results.reserveCapacity(futures.count)
+        for future in futures {
+            do {
+                results.append(.success(try await future.get()))
+            } catch {
+                results.append(.failure(error as? RedisError ?? .connectionLost))
+            }
+        }
+        return results
+    }
+
+    /// Waits until the connection is up and has connected more than
+    /// `generation` times (see ``connectionCount``).
+    package func waitUntilConnected(after generation: Int = 0, timeout: Duration) async throws {
+        try await waitForConnection(after: generation, timeout: timeout)
+    }
+
+    /// How many times this client has connected (1 after the first connect).
+    package var connectionCount: Int { link.generation }
+
+    /// Writes made while this job runs are flushed together once it and the
+    /// jobs queued behind it have run.
+    private func scheduleFlush(_ channel: any Channel) {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        eventLoop.execute {
+            self.assumeIsolated { connection in
+                connection.flushScheduled = false
+                channel.flush()
+            }
+        }
+    }
+
+    func openChannel() async throws -> any Channel {
+        try await RedisConnector.connect(configuration: configuration, eventLoop: eventLoop)
+    }
+
+    func prepare(_ channel: any Channel) async throws {}
+}

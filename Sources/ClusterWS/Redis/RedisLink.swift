@@ -1,0 +1,173 @@
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// The connection state shared by ``RedisConnection`` and ``RedisSubscriber``:
+/// which channel is live, how many times it has (re)connected, and the tasks
+/// waiting for the next connection.
+struct RedisLink {
+    enum Phase {
+        case idle
+        case connecting
+        case connected(any Channel)
+        case disconnected
+        case shutdown
+    }
+
+    var phase: Phase = .idle
+    /// Bumped on every successful (re)connect, once the connection is ready.
+    var generation = 0
+    /// Why the last connect attempt failed, reported to commands that give up waiting.
+    var lastError: RedisError?
+    var shuttingDown = false
+    private var waiters: [Int: (after: Int, continuation: CheckedContinuation<Void, any Error>)] = [:]
+    private var nextWaiterID = 0
+
+    var channel: (any Channel)? {
+        if case .connected(let channel) = phase { return channel }
+        return nil
+    }
+
+    mutating func addWaiter(after generation: Int, _ continuation: CheckedContinuation<Void, any Error>) -> Int {
+        nextWaiterID += 1
+        waiters[nextWaiterID] = (generation, continuation)
+        return nextWaiterID
+    }
+
+    /// Fails one waiter (its deadline passed); a no-op if it was already resumed.
+    mutating func failWaiter(_ id: Int, with error: RedisError) {
+        waiters.removeValue(forKey: id)?.continuation.resume(throwing: error)
+    }
+
+    /// The connection is ready: resume everyone waiting for a generation below this one.
+    mutating func markReady() {
+        generation += 1
+        lastError = nil
+        for (id, waiter) in waiters where waiter.after < generation {
+            waiters.removeValue(forKey: id)
+            waiter.continuation.resume()
+        }
+    }
+
+    mutating func failAllWaiters(with error: RedisError) {
+        let all = waiters
+        waiters.removeAll()
+        for waiter in all.values { waiter.continuation.resume(throwing: error) }
+    }
+}
+
+/// An actor that keeps one Redis connection alive on its own event loop:
+/// connect, hand over, wait for the close, back off, reconnect.
+protocol RedisReconnecting: Actor {
+    var configuration: RedisConfiguration { get }
+    nonisolated var eventLoop: any EventLoop { get }
+    var logger: Logger { get }
+    var link: RedisLink { get set }
+    /// Opens and authenticates a channel with this client's handlers.
+    func openChannel() async throws -> any Channel
+    /// Runs once a channel is open, before waiters are told (re-subscribe here).
+    func prepare(_ channel: any Channel) async throws
+}
+
+extension RedisReconnecting {
+    /// Connects and reconnects until the task is cancelled or a graceful
+    /// shutdown is triggered. On a graceful shutdown the live connection is
+    /// drained with `QUIT` (Redis answers every pipelined command first).
+    func runConnectionLoop() async {
+        await withGracefulShutdownHandler {
+            await self.connectionLoop()
+        } onGracefulShutdown: {
+            self.eventLoop.execute {
+                self.assumeIsolated { client in client.beginShutdown() }
+            }
+        }
+    }
+
+    private func connectionLoop() async {
+        var attempt = 0
+        while !Task.isCancelled && !link.shuttingDown {
+            link.phase = .connecting
+            do {
+                let channel = try await openChannel()
+                link.phase = .connected(channel)
+                do {
+                    try await prepare(channel)
+                    link.markReady()
+                    attempt = 0
+                    logger.debug("redis connected", metadata: ["redis.generation": "\(link.generation)"])
+                } catch {
+                    channel.close(promise: nil)
+                    throw error
+                }
+                await waitForClose(channel)
+                logger.info("redis connection closed")
+            } catch {
+                let redisError = error as? RedisError ?? .connectionRefused("\(error)")
+                link.lastError = redisError
+                logger.log(level: attempt == 0 ? .warning : .debug, "redis connect failed",
+                           metadata: ["error": "\(redisError)", "attempt": "\(attempt)"])
+            }
+            link.phase = .disconnected
+            if Task.isCancelled || link.shuttingDown { break }
+            let delay = configuration.reconnectBackoff.delay(attempt: attempt)
+            attempt += 1
+            do { try await Task.sleep(for: delay) } catch { break }
+        }
+        link.shuttingDown = true
+        link.channel?.close(promise: nil)
+        link.phase = .shutdown
+        link.failAllWaiters(with: .shutdown)
+    }
+
+    private func waitForClose(_ channel: any Channel) async {
+        await withTaskCancellationHandler {
+            try? await channel.closeFuture.get()
+        } onCancel: {
+            channel.close(promise: nil)
+        }
+    }
+
+    /// Stops accepting commands, lets Redis answer everything already written
+    /// (`QUIT` is queued behind it), then closes; ``run()`` returns after that.
+    func beginShutdown() {
+        guard !link.shuttingDown else { return }
+        link.shuttingDown = true
+        link.failAllWaiters(with: .shutdown)
+        guard let channel = link.channel else { return }
+        // QUIT is answered after every command already written, then Redis
+        // closes the socket, which ends waitForClose. Close anyway if Redis is slow.
+        _ = RedisConnector.execute([RedisCommand("QUIT")], on: channel, timeout: .seconds(1))
+        let closer = channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+        channel.closeFuture.whenComplete { _ in closer.cancel() }
+    }
+
+    /// The live channel, or waits for the next connection up to
+    /// `disconnectedCommandWait`.
+    func readyChannel() async throws -> any Channel {
+        if link.shuttingDown { throw RedisError.shutdown }
+        if let channel = link.channel, channel.isActive, link.generation > 0 { return channel }
+        try await waitForConnection(after: link.generation, timeout: configuration.disconnectedCommandWait)
+        guard let channel = link.channel else { throw link.lastError ?? .notConnected }
+        return channel
+    }
+
+    /// Returns once the current connection (if any) has closed.
+    func waitUntilDisconnected() async {
+        try? await link.channel?.closeFuture.get()
+    }
+
+    /// Waits until the client has connected more than `generation` times.
+    func waitForConnection(after generation: Int, timeout: Duration) async throws {
+        if link.generation > generation, link.channel != nil { return }
+        if link.shuttingDown { throw RedisError.shutdown }
+        guard timeout > .zero else { throw link.lastError ?? .notConnected }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let id = link.addWaiter(after: generation, continuation)
+            eventLoop.scheduleTask(in: timeout.timeAmount) {
+                self.assumeIsolated { client in
+                    client.link.failWaiter(id, with: client.link.lastError ?? .notConnected)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+package import Logging
+package import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+/// A dedicated Redis connection in subscribe mode, with its messages as an
+/// async sequence.
+///
+/// Channels can be subscribed and unsubscribed at any time. The subscriber
+/// remembers them: when Redis goes away and comes back it reconnects,
+/// re-authenticates, re-selects the database and subscribes every channel
+/// again by itself. ``messages`` ends only when the subscriber stops.
+///
+/// ```swift
+/// let subscriber = RedisSubscriber(configuration: redis)
+/// group.addTask { try await subscriber.run() }
+/// try await subscriber.subscribe(["news"])
+/// for await message in subscriber.messages { print(message.channel) }
+/// ```
+///
+/// Pub/sub is at-most-once: messages published while the subscriber is
+/// disconnected are not seen. If the consumer of ``messages`` falls more than
+/// `bufferLimit` messages behind, newer messages are dropped and counted in
+/// ``droppedMessages`` rather than growing memory without bound.
+package actor RedisSubscriber: Service, RedisReconnecting {
+    package let configuration: RedisConfiguration
+    nonisolated let eventLoop: any EventLoop
+    let logger: Logger
+    var link = RedisLink()
+
+    /// Every message published to a subscribed channel, in the order Redis sent them.
+    package nonisolated let messages: AsyncStream<RedisPubSubMessage>
+    private let continuation: AsyncStream<RedisPubSubMessage>.Continuation
+    private let drops = DropCounter()
+    private var channels: Set<String> = []
+
+    package nonisolated var unownedExecutor: UnownedSerialExecutor {
+        eventLoop.executor.asUnownedSerialExecutor()
+    }
+
+    /// Creates a subscriber; nothing connects until ``run()``.
+    /// - Parameter bufferLimit: how many undelivered messages ``messages`` holds.
+    package init(
+        configuration: RedisConfiguration,
+        eventLoop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next(),
+        bufferLimit: Int = 100_000,
+        logger: Logger = Logger(label: "clusterws.redis.subscriber")
+    ) {
+        self.configuration = configuration
+        self.eventLoop = eventLoop
+        var logger = logger
+        logger[metadataKey: "redis.address"] = "\(configuration.address)"
+        self.logger = logger
+        (messages, continuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(bufferLimit))
+    }
+
+    /// Connects and keeps the subscriptions alive until cancelled or shut
+    /// down; then ends ``messages``.
+    package func run() async throws {
+        await runConnectionLoop()
+        continuation.finish()
+    }
+
+    /// Subscribes to `channels`. When connected, returns once Redis has
+    /// confirmed them, so anything published afterwards is received; when
+    /// disconnected, returns at once and they are subscribed on reconnect.
+    package func subscribe(_ names: [String]) async throws {
+        let new = names.filter { !channels.contains($0) }
+        guard !new.isEmpty else { return }
+        channels.formUnion(new)
+        try await sendToLiveChannel("SUBSCRIBE", new)
+    }
+
+    /// Unsubscribes from `channels`; returns once Redis has confirmed it (when connected).
+    package func unsubscribe(_ names: [String]) async throws {
+        let gone = names.filter { channels.contains($0) }
+        guard !gone.isEmpty else { return }
+        channels.subtract(gone)
+        try await sendToLiveChannel("UNSUBSCRIBE", gone)
+    }
+
+    /// The channels currently wanted.
+    package var subscribedChannels: Set<String> { channels }
+
+    /// Messages dropped because ``messages`` was `bufferLimit` behind.
+    package nonisolated var droppedMessages: Int { drops.value }
+
+    /// How many times this subscriber has connected and subscribed.
+    package var connectionCount: Int { link.generation }
+
+    /// Waits until the subscriber has (re)connected and re-subscribed more
+    /// than `generation` times.
+    package func waitUntilConnected(after generation: Int = 0, timeout: Duration) async throws {
+        try await waitForConnection(after: generation, timeout: timeout)
+    }
+
+    private func sendToLiveChannel(_ verb: String, _ names: [String]) async throws {
+        guard let channel = link.channel else { return }
+        let futures = RedisConnector.execute(
+            Self.chunks(verb, names), on: channel, timeout: configuration.commandTimeout)
+        for future in futures { _ = try await future.get() }
+    }
+
+    /// `SUBSCRIBE a b c ...` in commands of at most 1,000 channels; Redis
+    /// confirms each channel with its own reply.
+    private static func chunks(_ verb: String, _ names: [String]) -> [RedisCommand] {
+        stride(from: 0, to: names.count, by: 1_000).map { start in
+            let slice = names[start..<min(start + 1_000, names.count)]
+            return RedisCommand(verb, arguments: slice.map { .string($0) }, replyCount: slice.count)
+        }
+    }
+
+    func openChannel() async throws -> any Channel {
+        let continuation = self.continuation
+        let drops = self.drops
+        return try await RedisConnector.connect(configuration: configuration, eventLoop: eventLoop) { message in
+            if case .dropped = continuation.yield(message) { drops.increment() }
+        }
+    }
+
+    /// Re-subscribes everything. The SUBSCRIBE is written before the first
+    /// suspension, so a `subscribe` racing with it is sent after it.
+    func prepare(_ channel: any Channel) async throws {
+        guard !channels.isEmpty else { return }
+        let futures = RedisConnector.execute(
+            Self.chunks("SUBSCRIBE", Array(channels)), on: channel, timeout: configuration.commandTimeout)
+        for future in futures { _ = try await future.get() }
+        logger.debug("redis resubscribed", metadata: ["channels": "\(channels.count)"])
+    }
+}

@@ -1,0 +1,74 @@
+@testable import ClusterWS
+import NIOCore
+import NIOEmbedded
+import Testing
+
+@Suite("RESP codec")
+struct RESPCodecTests {
+    @Test func encodesCommandsAsBulkArrays() {
+        let command = RedisCommand("SET", "key", .bytes(ByteBuffer(bytes: [0, 1, 0xFF])), .integer(1234567890))
+        #expect(command.bytes.readableBytesView.elementsEqual(
+                Array("*4\r\n$3\r\nSET\r\n$3\r\nkey\r\n$3\r\n".utf8) + [0, 1, 0xFF] + Array("\r\n$10\r\n1234567890\r\n".utf8)))
+        #expect(RedisCommand("PING").bytes.readableBytesView.elementsEqual("*1\r\n$4\r\nPING\r\n".utf8))
+    }
+
+    @Test func encodesMultiByteText() {
+        let command = RedisCommand("ECHO", "héllo")
+        #expect(command.bytes.readableBytesView.elementsEqual("*2\r\n$4\r\nECHO\r\n$6\r\nhéllo\r\n".utf8))
+    }
+
+    @Test func writesDecimals() {
+        for value in [0, 9, 10, 99, 100, 65_535, Int.max] {
+            var buffer = ByteBuffer()
+            buffer.writeDecimal(value)
+            #expect(String(buffer: buffer) == String(value))
+        }
+    }
+
+    private func decode(_ chunks: [String]) throws -> [RedisValue] {
+        let channel = EmbeddedChannel(handler: HiredisReplyDecoder())
+        var values: [RedisValue] = []
+        for chunk in chunks {
+            try channel.writeInbound(ByteBuffer(string: chunk))
+            while let value = try channel.readInbound(as: RedisValue.self) { values.append(value) }
+        }
+        return values
+    }
+
+    @Test func decodesEveryReplyType() throws {
+        let values = try decode(["+OK\r\n-ERR bad\r\n:42\r\n$3\r\nabc\r\n$-1\r\n*2\r\n:1\r\n*1\r\n$0\r\n\r\n*-1\r\n"])
+        #expect(values == [
+            .simpleString("OK"), .error("ERR bad"), .integer(42), .bulkString(ByteBuffer(string: "abc")), .null,
+            .array([.integer(1), .array([.bulkString(ByteBuffer())])]), .null,
+        ])
+    }
+
+    @Test func decodesRepliesSplitAcrossReads() throws {
+        let wire = "*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n:7\r\n"
+        let chunks = wire.map { String($0) }  // one byte at a time
+        let values = try decode(chunks)
+        #expect(values.count == 2)
+        #expect(RedisPubSubMessage(push: values[0])?.channel == "ch")
+        #expect(values[1] == .integer(7))
+    }
+
+    @Test func protocolErrorIsTypedAndClosesTheChannel() throws {
+        let channel = EmbeddedChannel(handler: HiredisReplyDecoder())
+        #expect(throws: RedisError.self) {
+            try channel.writeInbound(ByteBuffer(string: "?garbage\r\n"))
+        }
+        #expect(!channel.isActive)
+    }
+
+    @Test func recognisesOnlyPubSubPushes() {
+        let message = RedisValue.array([.bulkString(ByteBuffer(string: "message")), .bulkString(ByteBuffer(string: "c")),
+                                        .bulkString(ByteBuffer(bytes: [0, 0]))])
+        #expect(RedisPubSubMessage(push: message)?.payload == ByteBuffer(bytes: [0, 0]))
+        let pmessage = RedisValue.array([.bulkString(ByteBuffer(string: "pmessage")), .bulkString(ByteBuffer(string: "c*")),
+                                         .bulkString(ByteBuffer(string: "cx")), .bulkString(ByteBuffer(string: "p"))])
+        #expect(RedisPubSubMessage(push: pmessage)?.pattern == "c*")
+        let confirmation = RedisValue.array([.bulkString(ByteBuffer(string: "subscribe")), .bulkString(ByteBuffer(string: "c")), .integer(1)])
+        #expect(RedisPubSubMessage(push: confirmation) == nil)
+        #expect(RedisPubSubMessage(push: .simpleString("OK")) == nil)
+    }
+}

@@ -1,0 +1,73 @@
+@testable import ClusterWS
+import EmbeddedRedis
+import NIOCore
+import Testing
+
+@Suite("Redis subscriber against a real redis-server")
+struct RedisSubscriberTests {
+    @Test func messagesArriveInPublishOrderAndBinarySafe() async throws {
+        try await withRedisServer { server in
+            let redis = RedisConnection(configuration: .testing(server))
+            let subscriber = RedisSubscriber(configuration: .testing(server))
+            try await withRunning([redis, subscriber]) { () async throws in
+                try await subscriber.waitUntilConnected(timeout: .seconds(5))
+                try await subscriber.subscribe(["orders"])
+                var commands = (0..<2_000).map { RedisCommand("PUBLISH", "orders", .string("\($0)")) }
+                commands.append(RedisCommand("PUBLISH", "orders", .bytes(ByteBuffer(bytes: [0, 13, 10, 0]))))
+                let receivers = try await redis.send(batch: commands)
+                #expect(receivers.allSatisfy { (try? $0.get()) == .integer(1) })
+                let messages = try await next(2_001, from: subscriber.messages)
+                #expect(messages.dropLast().map { String(buffer: $0.payload) } == (0..<2_000).map { "\($0)" })
+                #expect(messages.allSatisfy { $0.channel == "orders" })
+                #expect(messages.last?.payload == ByteBuffer(bytes: [0, 13, 10, 0]))
+            }
+        }
+    }
+
+    @Test func subscribeAndUnsubscribeAtRuntime() async throws {
+        try await withRedisServer { server in
+            let redis = RedisConnection(configuration: .testing(server))
+            let subscriber = RedisSubscriber(configuration: .testing(server))
+            try await withRunning([redis, subscriber]) { () async throws in
+                try await subscriber.waitUntilConnected(timeout: .seconds(5))
+                try await subscriber.subscribe(["a", "b"])
+                #expect(try await redis.send(RedisCommand("PUBLISH", "a", "1")) == .integer(1))
+                #expect(try await redis.send(RedisCommand("PUBLISH", "b", "2")) == .integer(1))
+                #expect(try await redis.send(RedisCommand("PUBLISH", "c", "x")) == .integer(0))
+
+                try await subscriber.unsubscribe(["a"])
+                #expect(try await redis.send(RedisCommand("PUBLISH", "a", "lost")) == .integer(0))
+                try await subscriber.subscribe(["c"])
+                #expect(try await redis.send(RedisCommand("PUBLISH", "c", "3")) == .integer(1))
+                #expect(await subscriber.subscribedChannels == ["b", "c"])
+
+                let messages = try await next(3, from: subscriber.messages)
+                #expect(messages.map { "\($0.channel)=\(String(buffer: $0.payload))" } == ["a=1", "b=2", "c=3"])
+
+                // Thousands of channels at once (sent in chunks) are all confirmed.
+                let many = (0..<3_000).map { "user:\($0)" }
+                try await subscriber.subscribe(many)
+                let counts = try await redis.send(RedisCommand("PUBSUB", "NUMSUB", "user:0", "user:2999"))
+                #expect(counts.array?.compactMap(\.int) == [1, 1])
+                try await subscriber.unsubscribe(many)
+                let after = try await redis.send(RedisCommand("PUBSUB", "NUMSUB", "user:0"))
+                #expect(after.array?.last == .integer(0))
+            }
+        }
+    }
+
+    @Test func messagesEndWhenTheSubscriberStops() async throws {
+        try await withRedisServer { server in
+            let subscriber = RedisSubscriber(configuration: .testing(server))
+            try await withRunning([subscriber]) { () async throws in
+                try await subscriber.waitUntilConnected(timeout: .seconds(5))
+            }
+            let leftovers = try await within(.seconds(5), "the stream to end") {
+                var count = 0
+                for await _ in subscriber.messages { count += 1 }
+                return count
+            }
+            #expect(leftovers == 0)
+        }
+    }
+}
