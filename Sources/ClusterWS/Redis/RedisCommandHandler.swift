@@ -1,10 +1,41 @@
 package import NIOCore
 
-/// A command on its way to Redis, with the promise its reply completes.
+/// One or more commands on their way to Redis, with what their replies complete.
 struct RedisRequest: Sendable {
-    var command: RedisCommand
-    var promise: EventLoopPromise<RedisValue>
+    /// Who is waiting for the replies.
+    enum Completion: Sendable {
+        /// One promise for the command's (last) reply; an error reply fails it.
+        case one(EventLoopPromise<RedisValue>)
+        /// One promise for all `replyCount` replies of a pipelined batch, in
+        /// order; error replies stay in the array as ``RedisValue/error(_:)``.
+        case many(EventLoopPromise<[RedisValue]>)
+    }
+
+    var bytes: ByteBuffer
+    var replyCount: Int
+    var completion: Completion
     var deadline: NIODeadline
+
+    init(command: RedisCommand, promise: EventLoopPromise<RedisValue>, deadline: NIODeadline) {
+        self.bytes = command.bytes
+        self.replyCount = command.replyCount
+        self.completion = .one(promise)
+        self.deadline = deadline
+    }
+
+    init(batch commands: [RedisCommand], promise: EventLoopPromise<[RedisValue]>, deadline: NIODeadline) {
+        var bytes = ByteBuffer()
+        bytes.reserveCapacity(commands.reduce(0) { $0 + $1.bytes.readableBytes })
+        var replies = 0
+        for command in commands {
+            bytes.writeImmutableBuffer(command.bytes)
+            replies += command.replyCount
+        }
+        self.bytes = bytes
+        self.replyCount = replies
+        self.completion = .many(promise)
+        self.deadline = deadline
+    }
 }
 
 /// Matches replies to commands in FIFO order, so any number of commands can
@@ -24,9 +55,18 @@ final class RedisCommandHandler: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     private struct Pending {
-        var promise: EventLoopPromise<RedisValue>?  // nil once timed out
+        var completion: RedisRequest.Completion?  // nil once timed out
         var remainingReplies: Int
+        var collected: [RedisValue] = []
         var deadline: NIODeadline
+
+        func fail(_ error: RedisError) {
+            switch completion {
+            case .one(let promise): promise.fail(error)
+            case .many(let promise): promise.fail(error)
+            case nil: break
+            }
+        }
     }
 
     private var pending = CircularBuffer<Pending>(initialCapacity: 64)
@@ -41,15 +81,16 @@ final class RedisCommandHandler: ChannelDuplexHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = unwrapOutboundIn(data)
+        let entry = Pending(completion: request.completion, remainingReplies: request.replyCount,
+                            deadline: request.deadline)
         if let closedError {
-            request.promise.fail(closedError)
+            entry.fail(closedError)
             promise?.fail(closedError)
             return
         }
-        pending.append(Pending(promise: request.promise, remainingReplies: request.command.replyCount,
-                               deadline: request.deadline))
+        pending.append(entry)
         armTimer(for: request.deadline, context: context)
-        context.write(wrapOutboundOut(request.command.bytes), promise: promise)
+        context.write(wrapOutboundOut(request.bytes), promise: promise)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -64,15 +105,26 @@ final class RedisCommandHandler: ChannelDuplexHandler {
             return
         }
         head.remainingReplies -= 1
+        if case .many = head.completion {
+            if head.collected.isEmpty { head.collected.reserveCapacity(head.remainingReplies + 1) }
+            head.collected.append(value)
+        }
         if head.remainingReplies > 0 {
             pending[pending.startIndex] = head
             return
         }
         pending.removeFirst()
-        if case .error(let message) = value {
-            head.promise?.fail(RedisError.reply(message))
-        } else {
-            head.promise?.succeed(value)
+        switch head.completion {
+        case .one(let promise):
+            if case .error(let message) = value {
+                promise.fail(RedisError.reply(message))
+            } else {
+                promise.succeed(value)
+            }
+        case .many(let promise):
+            promise.succeed(head.collected)
+        case nil:
+            break  // timed out earlier: the late reply is dropped
         }
     }
 
@@ -97,7 +149,7 @@ final class RedisCommandHandler: ChannelDuplexHandler {
         timer = nil
         timerDeadline = nil
         while let entry = pending.popFirst() {
-            entry.promise?.fail(error)
+            entry.fail(error)
         }
     }
 
@@ -119,11 +171,10 @@ final class RedisCommandHandler: ChannelDuplexHandler {
         timerDeadline = nil
         let now = NIODeadline.now()
         var next: NIODeadline?
-        for index in pending.indices {
-            guard let promise = pending[index].promise else { continue }
+        for index in pending.indices where pending[index].completion != nil {
             if pending[index].deadline <= now {
-                pending[index].promise = nil
-                promise.fail(RedisError.timeout)
+                pending[index].fail(.timeout)
+                pending[index].completion = nil
             } else if next == nil || pending[index].deadline < next! {
                 next = pending[index].deadline
             }

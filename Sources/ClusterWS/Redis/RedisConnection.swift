@@ -91,17 +91,37 @@ package actor RedisConnection: Service, RedisReconnecting {
 
     /// Sends many commands with one flush and returns each one's outcome, in order.
     ///
-    /// One failing command (an error reply) does not fail the others.
+    /// One failing command (an error reply) does not fail the others. The
+    /// batch is written as one buffer and completes with one promise; if the
+    /// connection drops or the batch times out, every entry carries that error.
     package func send(batch commands: [RedisCommand]) async throws -> [Result<RedisValue, RedisError>] {
+        guard !commands.isEmpty else { return [] }
         let channel = try await readyChannel()
-        let futures = RedisConnector.execute(commands, on: channel, timeout: configuration.commandTimeout)
+        let promise = eventLoop.makePromise(of: [RedisValue].self)
+        let deadline = NIODeadline.now() + configuration.commandTimeout.timeAmount
+        channel.write(RedisRequest(batch: commands, promise: promise, deadline: deadline), promise: nil)
+        scheduleFlush(channel)
+        let replies: [RedisValue]
+        do {
+            replies = try await promise.futureResult.get()
+        } catch {
+            let failure = error as? RedisError ?? .connectionLost
+            return Array(repeating: .failure(failure), count: commands.count)
+        }
+        return Self.results(replies, for: commands)
+    }
+
+    /// Regroups a batch's replies per command: a command answered with several
+    /// replies (SUBSCRIBE) gets its last one; an error reply becomes a failure.
+    private static func results(_ replies: [RedisValue], for commands: [RedisCommand]) -> [Result<RedisValue, RedisError>] {
         var results: [Result<RedisValue, RedisError>] = []
-        results.reserveCapacity(futures.count)
-        for future in futures {
-            do {
-                results.append(.success(try await future.get()))
-            } catch {
-                results.append(.failure(error as? RedisError ?? .connectionLost))
+        results.reserveCapacity(commands.count)
+        var index = 0
+        for command in commands {
+            index += command.replyCount
+            switch replies[index - 1] {
+            case .error(let message): results.append(.failure(.reply(message)))
+            case let value: results.append(.success(value))
             }
         }
         return results

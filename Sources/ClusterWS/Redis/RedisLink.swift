@@ -100,7 +100,11 @@ extension RedisReconnecting {
                     throw error
                 }
                 await waitForClose(channel)
-                logger.info("redis connection closed")
+                if Task.isCancelled || link.shuttingDown {
+                    logger.debug("redis connection closed")
+                } else {
+                    logger.warning("redis connection lost; reconnecting")
+                }
             } catch {
                 let redisError = error as? RedisError ?? .connectionRefused("\(error)")
                 link.lastError = redisError

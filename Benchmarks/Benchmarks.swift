@@ -1,0 +1,12 @@
+import ArgumentParser
+
+/// `swift run -c release Benchmarks <scenario>`: every scenario starts what it
+/// needs (an embedded redis-server unless `REDIS_URL` is set) and prints a table.
+@main
+struct Benchmarks: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "ClusterWS benchmarks. Build with -c release; figures from debug builds mean nothing.",
+        subcommands: [RedisBenchmark.self],
+        defaultSubcommand: RedisBenchmark.self
+    )
+}
