@@ -1,0 +1,54 @@
+import NIOCore
+import Synchronization
+
+/// The open connections of a server, kept per event loop so a fan-out can
+/// hand each loop its own share in one hop.
+final class ConnectionTable: Sendable {
+    /// One loop's connections; only touched on that loop.
+    final class LoopShare: @unchecked Sendable {
+        let eventLoop: any EventLoop
+        var sockets: [Int: WebSocket] = [:]
+        init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
+    }
+
+    let shares: [LoopShare]
+    private let total = Atomic<Int>(0)
+
+    init(group: any EventLoopGroup) {
+        shares = group.makeIterator().map { LoopShare(eventLoop: $0) }
+    }
+
+    var count: Int { total.load(ordering: .relaxed) }
+
+    /// The share of `eventLoop` (must be one of the group's loops).
+    func share(of eventLoop: any EventLoop) -> LoopShare {
+        shares.first { $0.eventLoop === eventLoop } ?? shares[0]
+    }
+
+    /// Adds a connection (on its event loop).
+    func insert(_ socket: WebSocket) {
+        let share = share(of: socket.eventLoop)
+        share.eventLoop.preconditionInEventLoop()
+        share.sockets[socket.id] = socket
+        total.add(1, ordering: .relaxed)
+    }
+
+    /// Removes a connection (on its event loop).
+    func remove(_ socket: WebSocket) {
+        let share = share(of: socket.eventLoop)
+        share.eventLoop.preconditionInEventLoop()
+        if share.sockets.removeValue(forKey: socket.id) != nil {
+            total.subtract(1, ordering: .relaxed)
+        }
+    }
+
+    /// Every open connection, collected from each loop.
+    func all() async -> [WebSocket] {
+        var sockets: [WebSocket] = []
+        for share in shares {
+            let part = try? await share.eventLoop.submit { Array(share.sockets.values) }.get()
+            sockets += part ?? []
+        }
+        return sockets
+    }
+}

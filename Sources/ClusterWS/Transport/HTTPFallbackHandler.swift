@@ -1,0 +1,126 @@
+public import NIOCore
+public import NIOHTTP1
+
+/// A plain HTTP request that was not a WebSocket upgrade.
+public struct PlainHTTPRequest: Sendable {
+    /// Method, URI, version and headers.
+    public var head: HTTPRequestHead
+    /// The request body (at most 1 MiB).
+    public var body: ByteBuffer
+}
+
+/// The answer to a ``PlainHTTPRequest``.
+public struct PlainHTTPResponse: Sendable {
+    /// Status code.
+    public var status: HTTPResponseStatus
+    /// Headers; `Content-Length` is set for you.
+    public var headers: HTTPHeaders
+    /// Body bytes.
+    public var body: ByteBuffer
+
+    /// Creates a response.
+    public init(status: HTTPResponseStatus = .ok, headers: HTTPHeaders = [:], body: ByteBuffer = ByteBuffer()) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    /// A text response with `Content-Type: text/plain; charset=utf-8`.
+    public static func text(_ text: String, status: HTTPResponseStatus = .ok) -> PlainHTTPResponse {
+        PlainHTTPResponse(status: status, headers: ["Content-Type": "text/plain; charset=utf-8"], body: ByteBuffer(string: text))
+    }
+}
+
+/// Answers plain HTTP requests (through a responder hook, e.g. `/health`) and
+/// every refused WebSocket handshake, with a real HTTP response. Closes the
+/// connection after answering.
+final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let handshake: NIOLoopBoundBox<HandshakeInfo>
+    private let isWebSocketPath: @Sendable (Substring) -> Bool
+    private let responder: @Sendable () -> (@Sendable (PlainHTTPRequest) async -> PlainHTTPResponse)?
+    private var head: HTTPRequestHead?
+    private var body = ByteBuffer()
+    private var answered = false
+    private static let maxBody = 1 << 20
+
+    init(
+        handshake: NIOLoopBoundBox<HandshakeInfo>,
+        isWebSocketPath: @escaping @Sendable (Substring) -> Bool,
+        responder: @escaping @Sendable () -> (@Sendable (PlainHTTPRequest) async -> PlainHTTPResponse)?
+    ) {
+        self.handshake = handshake
+        self.isWebSocketPath = isWebSocketPath
+        self.responder = responder
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !answered else { return }
+        switch unwrapInboundIn(data) {
+        case .head(let requestHead):
+            head = requestHead
+        case .body(var chunk):
+            guard body.readableBytes + chunk.readableBytes <= Self.maxBody else {
+                return respond(context: context, PlainHTTPResponse.text("request body too large\n", status: .payloadTooLarge))
+            }
+            body.writeBuffer(&chunk)
+        case .end:
+            guard let head else { return }
+            handshake.value.timer?.cancel()
+            route(context: context, head: head)
+        }
+    }
+
+    private func route(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        let path = HandshakeValidator.path(of: head.uri)
+        var rejection = handshake.value.rejection
+        if rejection == nil, HandshakeValidator.isUpgradeAttempt(head) {
+            rejection = isWebSocketPath(path) ? (HandshakeValidator.validate(head) ?? .badRequest("bad handshake")) : .notFound
+        }
+        if rejection == nil, isWebSocketPath(path) {
+            rejection = .upgradeRequired("this path only speaks WebSocket")
+        }
+        if let rejection {
+            var response = PlainHTTPResponse.text(rejection.reason + "\n", status: rejection.status)
+            if rejection.status == .upgradeRequired {
+                response.headers.add(name: "Sec-WebSocket-Version", value: "13")
+                response.headers.add(name: "Upgrade", value: "websocket")
+            }
+            return respond(context: context, response)
+        }
+        guard let responder = responder() else {
+            return respond(context: context, .text("not found\n", status: .notFound))
+        }
+        let request = PlainHTTPRequest(head: head, body: body)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.makeFutureWithTask { await responder(request) }.whenSuccess { response in
+            let (handler, context) = bound.value
+            handler.respond(context: context, response)
+        }
+    }
+
+    private func respond(context: ChannelHandlerContext, _ response: PlainHTTPResponse) {
+        guard !answered else { return }
+        answered = true
+        var headers = response.headers
+        headers.replaceOrAdd(name: "Content-Length", value: String(response.body.readableBytes))
+        headers.replaceOrAdd(name: "Connection", value: "close")
+        let version = head?.version ?? .http1_1
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: response.status, headers: headers))),
+                      promise: nil)
+        if response.body.readableBytes > 0 {
+            context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
+        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+    }
+}
+
+/// What the upgrade path learned about one connection's handshake, for the
+/// fallback handler and the installer. Lives on the connection's event loop.
+struct HandshakeInfo {
+    var rejection: HandshakeRejection?
+    var attributes: [String: String] = [:]
+    var timer: Scheduled<Void>?
+}

@@ -1,0 +1,170 @@
+public import NIOCore
+public import NIOHTTP1
+import Synchronization
+
+/// The application's side of one WebSocket connection.
+///
+/// Each connection is an actor whose executor is its channel's event loop, so
+/// the handler hands it messages and it writes to the socket without a thread
+/// hop. Sends never wait for the socket: frames are written to the channel and
+/// flushed once per event-loop tick. A client that reads too slowly is closed
+/// with 1008 once ``WebSocketServerConfiguration/maxOutboundBufferBytes`` pile
+/// up for it.
+///
+/// ```swift
+/// server.addRoute("/chat") { request in .accept() } onOpen: { socket in
+///     for await message in socket.messages {
+///         try await socket.send(.text("echo: \(message.text)"))
+///     }
+/// }
+/// ```
+public actor WebSocket {
+    /// A number unique among this server's connections (never reused while it runs).
+    public nonisolated let id: Int
+    /// The upgrade request: path, query, headers, peer address.
+    public nonisolated let request: WebSocketRequest
+    /// What the route's `shouldUpgrade` attached when it accepted the connection.
+    public nonisolated let attributes: [String: String]
+    nonisolated let channel: any Channel
+    nonisolated let inbound: InboundBuffer
+    private let maxOutboundBufferBytes: Int
+    private var unwritableBytes = 0
+    private var flushScheduled = false
+    /// Asks the handler to close: (code, reason, abort). `abort` closes TCP at
+    /// once instead of waiting for the peer's close frame.
+    private var closeRequested: ((WebSocketCloseCode, String, Bool) -> Void)?
+    private var closeWaiters: [CheckedContinuation<WebSocketCloseCode, Never>] = []
+    /// Set once the connection has closed: the code the peer sent or we failed it with.
+    public private(set) var closeCode: WebSocketCloseCode?
+
+    public nonisolated var unownedExecutor: UnownedSerialExecutor {
+        channel.eventLoop.executor.asUnownedSerialExecutor()
+    }
+
+    /// The event loop this connection (and this actor) runs on.
+    public nonisolated var eventLoop: any EventLoop { channel.eventLoop }
+
+    init(id: Int, request: WebSocketRequest, attributes: [String: String], channel: any Channel,
+         configuration: WebSocketServerConfiguration) {
+        self.id = id
+        self.request = request
+        self.attributes = attributes
+        self.channel = channel
+        self.maxOutboundBufferBytes = configuration.maxOutboundBufferBytes
+        self.inbound = InboundBuffer(limit: configuration.inboundBufferLimit, channel: channel)
+    }
+
+    /// Every message the client sends, in order, until the connection closes.
+    ///
+    /// Messages are buffered from the moment the connection opens; when
+    /// ``WebSocketServerConfiguration/inboundBufferLimit`` are waiting, the
+    /// server stops reading this socket until the application consumes more.
+    /// Iterate it from one task only.
+    public nonisolated var messages: WebSocketMessages { WebSocketMessages(buffer: inbound) }
+
+    /// `true` until the connection starts closing.
+    public var isOpen: Bool { closeCode == nil && closeRequested != nil }
+
+    /// Sends a message. Returns once the frame is handed to the socket (it
+    /// does not wait for the peer).
+    /// - Throws: ``WebSocketError/closed`` after the connection has closed.
+    public func send(_ message: WebSocketMessage) throws {
+        guard closeCode == nil else { throw WebSocketError.closed }
+        write(WebSocketFrameEncoding.frame(message, allocator: channel.allocator))
+    }
+
+    /// Starts the close handshake with `code`; the TCP connection closes when
+    /// the client answers, or after the close timeout.
+    public func close(code: WebSocketCloseCode = .normalClosure, reason: String = "") {
+        closeRequested?(code, reason, false)
+    }
+
+    /// Waits until the connection has closed and returns its close code.
+    public func closed() async -> WebSocketCloseCode {
+        if let closeCode { return closeCode }
+        return await withCheckedContinuation { closeWaiters.append($0) }
+    }
+
+    // MARK: Used by the transport, on the event loop.
+
+    /// Writes an already-encoded frame (or burst of frames) and schedules a flush.
+    func write(_ bytes: ByteBuffer) {
+        guard closeCode == nil else { return }
+        if !channel.isWritable {
+            unwritableBytes += bytes.readableBytes
+            if unwritableBytes > maxOutboundBufferBytes {
+                closeRequested?(.policyViolation, "slow consumer", true)
+                return
+            }
+        }
+        channel.write(bytes, promise: nil)
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        channel.eventLoop.execute {
+            self.assumeIsolated { socket in
+                socket.flushScheduled = false
+                socket.channel.flush()
+            }
+        }
+    }
+
+    /// Writes an encoded frame without scheduling a flush (a fan-out flushes once per batch).
+    func writeWithoutFlush(_ bytes: ByteBuffer) -> Bool {
+        guard closeCode == nil else { return false }
+        if !channel.isWritable {
+            unwritableBytes += bytes.readableBytes
+            if unwritableBytes > maxOutboundBufferBytes {
+                closeRequested?(.policyViolation, "slow consumer", true)
+                return false
+            }
+        }
+        channel.write(bytes, promise: nil)
+        return true
+    }
+
+    func writabilityChanged(isWritable: Bool) {
+        if isWritable { unwritableBytes = 0 }
+    }
+
+    func attach(close: @escaping (WebSocketCloseCode, String, Bool) -> Void) {
+        closeRequested = close
+    }
+
+    func didClose(code: WebSocketCloseCode) {
+        guard closeCode == nil else { return }
+        closeCode = code
+        closeRequested = nil
+        inbound.finish()
+        let waiters = closeWaiters
+        closeWaiters = []
+        for waiter in waiters { waiter.resume(returning: code) }
+    }
+}
+
+/// Errors from a ``WebSocket``.
+public enum WebSocketError: Error, Sendable, Hashable {
+    /// The connection has closed; nothing more can be sent.
+    case closed
+}
+
+/// The HTTP request that opened a WebSocket connection.
+public struct WebSocketRequest: Sendable {
+    /// The request path, without the query string.
+    public var path: String
+    /// The full request URI, with the query string.
+    public var uri: String
+    /// The request headers.
+    public var headers: HTTPHeaders
+    /// The peer's address, as text.
+    public var remoteAddress: String?
+
+    /// The value of query parameter `name` (percent-decoding is not applied).
+    public func queryParameter(_ name: String) -> String? {
+        guard let query = uri.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
+        for pair in query.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            if parts.first.map(String.init) == name { return parts.count > 1 ? String(parts[1]) : "" }
+        }
+        return nil
+    }
+}

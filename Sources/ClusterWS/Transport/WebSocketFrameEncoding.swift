@@ -1,0 +1,56 @@
+import NIOCore
+
+/// Server-to-client frames (RFC 6455 §5.2): never masked, so one encoded
+/// frame is byte-for-byte valid for every connection and can be shared by a
+/// fan-out.
+enum WebSocketFrameEncoding {
+    static let opcodeText: UInt8 = 0x1
+    static let opcodeBinary: UInt8 = 0x2
+    static let opcodeClose: UInt8 = 0x8
+    static let opcodePing: UInt8 = 0x9
+    static let opcodePong: UInt8 = 0xA
+
+    /// Header length for a payload of `length` bytes.
+    static func headerLength(payload length: Int) -> Int {
+        length < 126 ? 2 : (length <= 0xFFFF ? 4 : 10)
+    }
+
+    /// Writes a final (FIN) unmasked frame header.
+    static func writeHeader(opcode: UInt8, payloadLength length: Int, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(0x80 | opcode)
+        if length < 126 {
+            buffer.writeInteger(UInt8(length))
+        } else if length <= 0xFFFF {
+            buffer.writeInteger(UInt8(126))
+            buffer.writeInteger(UInt16(length))
+        } else {
+            buffer.writeInteger(UInt8(127))
+            buffer.writeInteger(UInt64(length))
+        }
+    }
+
+    /// One complete frame (header and payload) in a single buffer.
+    static func frame(opcode: UInt8, payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: headerLength(payload: payload.readableBytes) + payload.readableBytes)
+        writeHeader(opcode: opcode, payloadLength: payload.readableBytes, into: &buffer)
+        buffer.writeImmutableBuffer(payload)
+        return buffer
+    }
+
+    /// A data frame for `message`.
+    static func frame(_ message: WebSocketMessage, allocator: ByteBufferAllocator) -> ByteBuffer {
+        frame(opcode: message.kind.rawValue, payload: message.data, allocator: allocator)
+    }
+
+    /// A close frame: the code, then the reason (truncated to fit 125 bytes).
+    static func closeFrame(code: WebSocketCloseCode, reason: String, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var payload = allocator.buffer(capacity: 2 + reason.utf8.count)
+        payload.writeInteger(code.rawValue)
+        var reasonBytes = Array(reason.utf8.prefix(123))
+        while !reasonBytes.isEmpty, !reasonBytes.withUnsafeBytes({ UTF8Validator.isValid($0) }) {
+            reasonBytes.removeLast()  // never cut a code point in half
+        }
+        payload.writeBytes(reasonBytes)
+        return frame(opcode: opcodeClose, payload: payload, allocator: allocator)
+    }
+}

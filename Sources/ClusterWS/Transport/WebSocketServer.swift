@@ -1,0 +1,258 @@
+public import Logging
+public import NIOCore
+import NIOHTTP1
+public import NIOPosix
+public import ServiceLifecycle
+import Synchronization
+
+/// A WebSocket server on SwiftNIO, strict about RFC 6455, lean per connection.
+///
+/// Routes are registered before ``run()``. Each accepted connection becomes a
+/// ``WebSocket`` actor on its channel's event loop; frames are decoded,
+/// assembled and validated in a channel handler, with no task per connection.
+/// Requests that are not upgrades go to the plain HTTP responder (or get 404);
+/// refused handshakes get a real HTTP answer (400, 401, 403, 404, 426).
+///
+/// ```swift
+/// let server = WebSocketServer(configuration: .init(port: 9502))
+/// server.addRoute("/ws") { request in
+///     guard let uid = request.queryParameter("uid") else { return .unauthorized() }
+///     return .accept(attributes: ["uid": uid])
+/// } onOpen: { socket in
+///     for await message in socket.messages { try? await socket.send(message) }
+/// }
+/// try await server.run()   // a swift-service-lifecycle Service
+/// ```
+///
+/// On a graceful shutdown the server stops accepting, closes every socket
+/// with 1001 (going away), waits for the close handshakes (bounded by the
+/// close timeout), lets the `onOpen` handlers return, and then returns.
+public final class WebSocketServer: Service, Sendable {
+    /// A registered WebSocket path.
+    struct Route: Sendable {
+        var shouldUpgrade: @Sendable (WebSocketRequest) async throws -> WebSocketUpgradeDecision
+        var onOpen: @Sendable (WebSocket) async -> Void
+    }
+
+    private struct State {
+        var routes: [String: Route] = [:]
+        var responder: (@Sendable (PlainHTTPRequest) async -> PlainHTTPResponse)?
+        var listening: (any Channel)?
+        var port: Int?
+        var portWaiters: [CheckedContinuation<Int, any Error>] = []
+        var shuttingDown = false
+        var nextID = 0
+    }
+
+    /// The limits and timeouts in force.
+    public let configuration: WebSocketServerConfiguration
+    let group: any EventLoopGroup
+    let logger: Logger
+    private let state = Mutex(State())
+    let connections: ConnectionTable
+    private let opened: AsyncStream<(WebSocket, Route)>
+    private let openedContinuation: AsyncStream<(WebSocket, Route)>.Continuation
+
+    /// Creates a server; nothing is bound until ``run()``.
+    public init(
+        configuration: WebSocketServerConfiguration = .init(),
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "clusterws.transport")
+    ) {
+        self.configuration = configuration
+        self.group = eventLoopGroup
+        self.logger = logger
+        self.connections = ConnectionTable(group: eventLoopGroup)
+        (opened, openedContinuation) = AsyncStream.makeStream()
+    }
+
+    /// Registers a WebSocket endpoint at `path` (exact match, query ignored).
+    /// - Parameters:
+    ///   - shouldUpgrade: decides before the upgrade (authentication goes
+    ///     here); a thrown error refuses with 401.
+    ///   - onOpen: runs in a child task of ``run()`` once the connection is
+    ///     open. Returning does not close the connection: it lives until
+    ///     either side closes it.
+    public func addRoute(
+        _ path: String,
+        shouldUpgrade: @escaping @Sendable (WebSocketRequest) async throws -> WebSocketUpgradeDecision = { _ in .accept() },
+        onOpen: @escaping @Sendable (WebSocket) async -> Void
+    ) {
+        state.withLock { $0.routes[path] = Route(shouldUpgrade: shouldUpgrade, onOpen: onOpen) }
+    }
+
+    /// Answers plain HTTP requests (not upgrades, not WebSocket paths).
+    /// Without one, they get 404.
+    public func setHTTPResponder(_ responder: @escaping @Sendable (PlainHTTPRequest) async -> PlainHTTPResponse) {
+        state.withLock { $0.responder = responder }
+    }
+
+    /// The bound port, once listening.
+    public var port: Int? { state.withLock { $0.port } }
+
+    /// Waits until the server listens and returns its port.
+    public func waitUntilListening() async throws -> Int {
+        try await withCheckedThrowingContinuation { continuation in
+            let port = state.withLock { state -> Int? in
+                if state.port == nil { state.portWaiters.append(continuation) }
+                return state.port
+            }
+            if let port { continuation.resume(returning: port) }
+        }
+    }
+
+    /// Open connections right now.
+    public var connectionCount: Int { connections.count }
+
+    /// Binds, serves until cancelled or shut down gracefully, then closes every
+    /// connection with 1001 and returns.
+    public func run() async throws {
+        let channel: any Channel
+        do {
+            channel = try await bootstrap().bind(host: configuration.host, port: configuration.port).get()
+        } catch {
+            let waiters = state.withLock { state in defer { state.portWaiters = [] }; return state.portWaiters }
+            for waiter in waiters { waiter.resume(throwing: error) }
+            throw error
+        }
+        let port = channel.localAddress?.port ?? configuration.port
+        let waiters = state.withLock { state in
+            state.listening = channel
+            state.port = port
+            defer { state.portWaiters = [] }
+            return state.portWaiters
+        }
+        for waiter in waiters { waiter.resume(returning: port) }
+        logger.info("websocket server listening", metadata: ["port": "\(port)"])
+
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                await withGracefulShutdownHandler {
+                    await withTaskCancellationHandler {
+                        try? await channel.closeFuture.get()
+                    } onCancel: {
+                        channel.close(promise: nil)
+                    }
+                } onGracefulShutdown: {
+                    channel.close(promise: nil)
+                }
+                await self.closeAllConnections()
+                self.openedContinuation.finish()
+            }
+            for await (socket, route) in opened {
+                group.addTask { await route.onOpen(socket) }
+            }
+        }
+        logger.info("websocket server stopped")
+    }
+
+    /// Stops accepting and closes every connection with 1001; ``run()`` returns after.
+    public func shutdown() {
+        let listening = state.withLock { $0.listening }
+        listening?.close(promise: nil)
+    }
+
+    private func closeAllConnections() async {
+        state.withLock { $0.shuttingDown = true }
+        let sockets = await connections.all()
+        for socket in sockets { await socket.close(code: .goingAway, reason: "server shutting down") }
+        await withTaskGroup(of: Void.self) { group in
+            for socket in sockets { group.addTask { _ = await socket.closed() } }
+        }
+    }
+
+    private func bootstrap() -> ServerBootstrap {
+        ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: configuration.backlog)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 8)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try self.initialize(channel) }
+            }
+    }
+
+    private func initialize(_ channel: any Channel) throws {
+        let handshake = NIOLoopBoundBox(HandshakeInfo(), eventLoop: channel.eventLoop)
+        let upgrader = WebSocketUpgrader(maxFrameSize: configuration.maxFrameSize) { channel, head in
+            self.decide(channel: channel, head: head, handshake: handshake)
+        } install: { context, head in
+            try self.install(context: context, head: head, handshake: handshake)
+        }
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+            withPipeliningAssistance: false,
+            withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }),
+            withErrorHandling: true)
+        try channel.pipeline.syncOperations.addHandler(HTTPFallbackHandler(
+            handshake: handshake,
+            isWebSocketPath: { path in self.state.withLock { $0.routes[String(path)] != nil } },
+            responder: { self.state.withLock { $0.responder } }))
+        handshake.value.timer = channel.eventLoop.scheduleTask(in: configuration.handshakeTimeout.timeAmount) {
+            channel.close(promise: nil)
+        }
+    }
+
+    /// Route lookup, origin check and the route's own decision.
+    private func decide(channel: any Channel, head: HTTPRequestHead, handshake: NIOLoopBoundBox<HandshakeInfo>)
+        -> EventLoopFuture<HTTPHeaders>
+    {
+        let eventLoop = channel.eventLoop
+        let path = String(HandshakeValidator.path(of: head.uri))
+        let (route, shuttingDown) = state.withLock { ($0.routes[path], $0.shuttingDown) }
+        func reject(_ rejection: HandshakeRejection) -> EventLoopFuture<HTTPHeaders> {
+            handshake.value.rejection = rejection
+            return eventLoop.makeFailedFuture(rejection)
+        }
+        guard let route else { return reject(.notFound) }
+        guard !shuttingDown else { return reject(.forbidden("server shutting down")) }
+        if let allowed = configuration.allowedOrigins {
+            let origin = head.headers["origin"].first
+            guard let origin, allowed.contains(origin) else { return reject(.forbidden("origin not allowed")) }
+        }
+        let request = WebSocketRequest(path: path, uri: head.uri, headers: head.headers,
+                                       remoteAddress: channel.remoteAddress?.description)
+        return eventLoop.makeFutureWithTask { try await route.shouldUpgrade(request) }
+            .flatMapErrorThrowing { error in
+                throw HandshakeRejection.unauthorized("authentication failed")
+            }
+            .flatMapThrowing { decision in
+                switch decision.outcome {
+                case .accept(let attributes, let headers):
+                    handshake.value.attributes = attributes
+                    return headers
+                case .reject(let status, let reason):
+                    let rejection: HandshakeRejection = status == .unauthorized ? .unauthorized(reason) : .forbidden(reason)
+                    handshake.value.rejection = rejection
+                    throw rejection
+                }
+            }
+            .flatMapErrorThrowing { error in
+                if handshake.value.rejection == nil { handshake.value.rejection = error as? HandshakeRejection }
+                throw error
+            }
+    }
+
+    /// After the 101: swap the HTTP fallback for the WebSocket handler and open the connection.
+    private func install(context: ChannelHandlerContext, head: HTTPRequestHead, handshake: NIOLoopBoundBox<HandshakeInfo>) throws {
+        handshake.value.timer?.cancel()
+        let pipeline = context.pipeline.syncOperations
+        try pipeline.removeHandler(context: pipeline.context(handlerType: HTTPFallbackHandler.self), promise: nil)
+        let path = String(HandshakeValidator.path(of: head.uri))
+        guard let route = state.withLock({ $0.routes[path] }) else { throw HandshakeRejection.notFound }
+        let id = state.withLock { state in
+            state.nextID += 1
+            return state.nextID
+        }
+        let channel = context.channel
+        let request = WebSocketRequest(path: path, uri: head.uri, headers: head.headers,
+                                       remoteAddress: channel.remoteAddress?.description)
+        let socket = WebSocket(id: id, request: request, attributes: handshake.value.attributes,
+                               channel: channel, configuration: configuration)
+        connections.insert(socket)
+        let connections = self.connections
+        try pipeline.addHandler(WebSocketHandler(socket: socket, configuration: configuration) { socket in
+            connections.remove(socket)
+        })
+        openedContinuation.yield((socket, route))
+    }
+}

@@ -1,0 +1,82 @@
+/// Limits and timeouts of a ``WebSocketServer``. Every value has a safe default.
+///
+/// ```swift
+/// var configuration = WebSocketServerConfiguration(port: 9502)
+/// configuration.maxMessageSize = 64 * 1024
+/// configuration.keepalive = .enabled(pingInterval: .seconds(20), pongTimeout: .seconds(10))
+/// ```
+public struct WebSocketServerConfiguration: Sendable {
+    /// Address to bind; `0.0.0.0` for every interface.
+    public var host: String
+    /// Port to bind; `0` picks a free one (read it from ``WebSocketServer/port``).
+    public var port: Int
+    /// Largest single frame accepted; a bigger one closes the connection with 1009.
+    public var maxFrameSize: Int
+    /// Largest message (all fragments together); a bigger one closes with 1009.
+    public var maxMessageSize: Int
+    /// A socket that has not completed its HTTP upgrade request within this
+    /// time (sent nothing, or half a request) is closed.
+    public var handshakeTimeout: Duration
+    /// Server pings, and what happens to a peer that does not answer.
+    public var keepalive: Keepalive
+    /// How long to wait for the peer's close frame after sending ours, before
+    /// closing TCP anyway.
+    public var closeTimeout: Duration
+    /// Bytes that may queue for a client whose socket is not writable (it
+    /// reads too slowly). Past this the client is closed with 1008 and counted.
+    public var maxOutboundBufferBytes: Int
+    /// Messages received but not yet consumed from ``WebSocket/messages``;
+    /// past this the server stops reading that socket until the application
+    /// catches up (TCP backpressure).
+    public var inboundBufferLimit: Int
+    /// Allowed `Origin` header values; `nil` allows any (and requests without one).
+    /// A request from another origin is refused with HTTP 403.
+    public var allowedOrigins: Set<String>?
+    /// Listen backlog.
+    public var backlog: Int32
+
+    /// Server-initiated pings (RFC 6455 §5.5.2).
+    public struct Keepalive: Sendable {
+        enum Mode: Sendable {
+            case disabled
+            case enabled(pingInterval: Duration, pongTimeout: Duration)
+        }
+
+        let mode: Mode
+
+        /// Ping every `pingInterval`; close a peer that sends nothing back within `pongTimeout`.
+        public static func enabled(pingInterval: Duration, pongTimeout: Duration) -> Keepalive {
+            Keepalive(mode: .enabled(pingInterval: pingInterval, pongTimeout: pongTimeout))
+        }
+
+        /// No server pings.
+        public static let disabled = Keepalive(mode: .disabled)
+    }
+
+    /// Creates a configuration; the defaults suit a production server.
+    public init(
+        host: String = "127.0.0.1",
+        port: Int = 0,
+        maxFrameSize: Int = 1 << 20,
+        maxMessageSize: Int = 1 << 20,
+        handshakeTimeout: Duration = .seconds(10),
+        keepalive: Keepalive = .enabled(pingInterval: .seconds(30), pongTimeout: .seconds(10)),
+        closeTimeout: Duration = .seconds(5),
+        maxOutboundBufferBytes: Int = 4 << 20,
+        inboundBufferLimit: Int = 256,
+        allowedOrigins: Set<String>? = nil,
+        backlog: Int32 = 4096
+    ) {
+        self.host = host
+        self.port = port
+        self.maxFrameSize = maxFrameSize
+        self.maxMessageSize = maxMessageSize
+        self.handshakeTimeout = handshakeTimeout
+        self.keepalive = keepalive
+        self.closeTimeout = closeTimeout
+        self.maxOutboundBufferBytes = maxOutboundBufferBytes
+        self.inboundBufferLimit = inboundBufferLimit
+        self.allowedOrigins = allowedOrigins
+        self.backlog = backlog
+    }
+}
