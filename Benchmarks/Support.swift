@@ -18,6 +18,7 @@ final class TargetCounter: Sendable {
         var count = 0
         var target = Int.max
         var waiter: CheckedContinuation<Void, Never>?
+        var countBeforeTimeout = 0
     }
 
     private let state = Mutex(State())
@@ -39,6 +40,9 @@ final class TargetCounter: Sendable {
 
     var count: Int { state.withLock { $0.count } }
 
+    /// The count when ``reached(within:)`` last gave up.
+    var countBeforeTimeout: Int { state.withLock { $0.countBeforeTimeout } }
+
     /// Returns once the count reaches the target.
     func reached() async {
         await withCheckedContinuation { continuation in
@@ -57,7 +61,10 @@ final class TargetCounter: Sendable {
             group.addTask { await self.reached(); return true }
             group.addTask { try? await Task.sleep(for: limit); return false }
             let first = await group.next() ?? false
-            if !first { self.increment(by: Int.max / 2) }  // release the waiter
+            if !first {
+                state.withLock { $0.countBeforeTimeout = $0.count }
+                self.increment(by: Int.max / 2)  // release the waiter
+            }
             group.cancelAll()
             return first
         }

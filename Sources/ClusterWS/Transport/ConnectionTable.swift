@@ -4,10 +4,14 @@ import Synchronization
 /// The open connections of a server, kept per event loop so a fan-out can
 /// hand each loop its own share in one hop.
 final class ConnectionTable: Sendable {
-    /// One loop's connections; only touched on that loop.
+    /// One loop's connections (only touched on that loop) and its queue of
+    /// broadcasts waiting to be written (touched from any thread, under a lock).
     final class LoopShare: @unchecked Sendable {
         let eventLoop: any EventLoop
         var sockets: [Int: WebSocket] = [:]
+        /// Broadcasts queued since the last drain, and whether a drain is scheduled.
+        let outbox = Mutex<(messages: [(WebSocketMessage, except: Set<Int>)], written: [EventLoopPromise<Void>], scheduled: Bool)>(
+            ([], [], false))
         init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
     }
 

@@ -113,14 +113,17 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
         if response.body.readableBytes > 0 {
             context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
         }
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 }
 
 /// What the upgrade path learned about one connection's handshake, for the
 /// fallback handler and the installer. Lives on the connection's event loop.
-struct HandshakeInfo {
-    var rejection: HandshakeRejection?
+package struct HandshakeInfo {
+    /// Why the upgrade was refused, if it was.
+    package var rejection: HandshakeRejection?
     var attributes: [String: String] = [:]
     var timer: Scheduled<Void>?
+
+    package init() {}
 }

@@ -1,7 +1,7 @@
-import NIOHTTP1
+package import NIOHTTP1
 
 /// Why an HTTP request was not upgraded, and the response it gets.
-enum HandshakeRejection: Error, Equatable {
+package enum HandshakeRejection: Error, Equatable {
     /// 400: a malformed WebSocket handshake (§4.2.1).
     case badRequest(String)
     /// 426 with `Sec-WebSocket-Version: 13`: a version other than 13, or a
@@ -14,7 +14,7 @@ enum HandshakeRejection: Error, Equatable {
     /// 401: authentication failed.
     case unauthorized(String)
 
-    var status: HTTPResponseStatus {
+    package var status: HTTPResponseStatus {
         switch self {
         case .badRequest: return .badRequest
         case .upgradeRequired: return .upgradeRequired
@@ -24,7 +24,7 @@ enum HandshakeRejection: Error, Equatable {
         }
     }
 
-    var reason: String {
+    package var reason: String {
         switch self {
         case .badRequest(let why), .upgradeRequired(let why), .forbidden(let why), .unauthorized(let why): return why
         case .notFound: return "no WebSocket route at this path"
@@ -33,7 +33,7 @@ enum HandshakeRejection: Error, Equatable {
 }
 
 /// The client's side of the opening handshake, checked against RFC 6455 §4.2.1.
-enum HandshakeValidator {
+package enum HandshakeValidator {
     /// `true` if the request asks for a WebSocket upgrade at all.
     static func isUpgradeAttempt(_ head: HTTPRequestHead) -> Bool {
         head.headers[canonicalForm: "upgrade"].contains { $0.lowercased() == "websocket" }
@@ -41,7 +41,7 @@ enum HandshakeValidator {
     }
 
     /// `nil` when `head` is a valid handshake; otherwise what to answer.
-    static func validate(_ head: HTTPRequestHead) -> HandshakeRejection? {
+    package static func validate(_ head: HTTPRequestHead) -> HandshakeRejection? {
         guard head.method == .GET else { return .badRequest("the handshake must be a GET request") }
         guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else {
             return .badRequest("the handshake needs HTTP/1.1 or later")

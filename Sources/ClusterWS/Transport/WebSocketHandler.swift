@@ -88,7 +88,7 @@ final class WebSocketHandler: ChannelInboundHandler {
         case .sendClose(let code, let reason, let thenCloseTCP):
             let frame = WebSocketFrameEncoding.closeFrame(code: code, reason: reason, allocator: context.channel.allocator)
             if thenCloseTCP {
-                context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in context.close(promise: nil) }
+                context.writeAndFlush(wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
             } else {
                 context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
             }

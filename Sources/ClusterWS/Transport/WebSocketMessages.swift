@@ -1,4 +1,4 @@
-public import NIOCore
+import NIOCore
 import Synchronization
 
 /// Messages received on one connection and not yet consumed, with TCP

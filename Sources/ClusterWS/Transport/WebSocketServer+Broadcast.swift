@@ -1,21 +1,46 @@
 import NIOCore
+import Synchronization
 
 extension WebSocketServer {
     /// Sends `messages` to every open connection of this server.
     ///
-    /// Each event loop gets one job: it encodes the burst of frames once into
-    /// one buffer (server frames are unmasked, so the bytes are the same for
-    /// every client), writes that buffer to each of its connections and
-    /// flushes each connection once. Other loops' jobs are queued before the
-    /// caller's own loop runs its share, so both cores work at once.
+    /// Broadcasts are queued per event loop and drained by one job per loop:
+    /// the drain encodes everything queued since the last drain into one
+    /// buffer (server frames are unmasked, so the bytes are the same for every
+    /// client), writes that buffer to each of its connections and flushes
+    /// each connection once. Under load, many broadcasts share one write and
+    /// one flush per connection; when idle, a broadcast costs one loop hop.
+    /// Other loops' drains are queued before the caller's own loop runs its
+    /// share, so both cores work at once. Order is preserved per connection.
     /// - Parameter except: connection ids to skip.
     public func broadcast(_ messages: [WebSocketMessage], except: Set<Int> = []) {
-        guard !messages.isEmpty else { return }
-        let local = connections.shares.first { $0.eventLoop.inEventLoop }
-        for share in connections.shares where share !== local {
-            share.eventLoop.execute { Self.deliver(messages, to: share, except: except) }
+        _ = enqueue(messages, except: except, notify: false)
+    }
+
+    /// Like ``broadcast(_:except:)-([WebSocketMessage],_)``, but returns once
+    /// every event loop has written the messages to its connections (handed
+    /// to the sockets, not yet read by the clients). Awaiting each broadcast
+    /// paces a sender to what the server can write.
+    public func broadcastAndWait(_ messages: [WebSocketMessage], except: Set<Int> = []) async {
+        let written = enqueue(messages, except: except, notify: true)
+        for future in written { try? await future.get() }
+    }
+
+    private func enqueue(_ messages: [WebSocketMessage], except: Set<Int>, notify: Bool) -> [EventLoopFuture<Void>] {
+        guard !messages.isEmpty else { return [] }
+        var written: [EventLoopFuture<Void>] = []
+        for share in connections.shares {
+            let promise = notify ? share.eventLoop.makePromise(of: Void.self) : nil
+            if let promise { written.append(promise.futureResult) }
+            let schedule = share.outbox.withLock { outbox -> Bool in
+                for message in messages { outbox.messages.append((message, except)) }
+                if let promise { outbox.written.append(promise) }
+                defer { outbox.scheduled = true }
+                return !outbox.scheduled
+            }
+            if schedule { share.eventLoop.execute { Self.drain(share) } }
         }
-        if let local { Self.deliver(messages, to: local, except: except) }
+        return written
     }
 
     /// Sends one message to every open connection; see ``broadcast(_:except:)-([WebSocketMessage],_)``.
@@ -23,13 +48,27 @@ extension WebSocketServer {
         broadcast([message], except: except)
     }
 
-    private static func deliver(_ messages: [WebSocketMessage], to share: ConnectionTable.LoopShare, except: Set<Int>) {
-        guard !share.sockets.isEmpty else { return }
-        let burst = FanOut.encode(messages)
-        for (id, socket) in share.sockets where !except.contains(id) {
-            socket.assumeIsolated { socket in
-                if socket.writeWithoutFlush(burst) { socket.channel.flush() }
+    private static func drain(_ share: ConnectionTable.LoopShare) {
+        let (queued, written) = share.outbox.withLock { outbox in
+            defer { outbox = ([], [], false) }
+            return (outbox.messages, outbox.written)
+        }
+        defer { for promise in written { promise.succeed() } }
+        guard !share.sockets.isEmpty, !queued.isEmpty else { return }
+        // Consecutive broadcasts with the same exclusions go out as one burst.
+        var start = 0
+        while start < queued.count {
+            var end = start + 1
+            while end < queued.count, queued[end].except == queued[start].except { end += 1 }
+            let burst = FanOut.encode(queued[start..<end].map(\.0))
+            let except = queued[start].except
+            for (id, socket) in share.sockets where !except.contains(id) {
+                socket.assumeIsolated { socket in _ = socket.writeWithoutFlush(burst) }
             }
+            start = end
+        }
+        for socket in share.sockets.values {
+            socket.assumeIsolated { socket in socket.channel.flush() }
         }
     }
 }

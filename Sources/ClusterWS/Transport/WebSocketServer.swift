@@ -1,6 +1,6 @@
 public import Logging
 public import NIOCore
-import NIOHTTP1
+package import NIOHTTP1
 public import NIOPosix
 public import ServiceLifecycle
 import Synchronization
@@ -107,6 +107,13 @@ public final class WebSocketServer: Service, Sendable {
     /// Binds, serves until cancelled or shut down gracefully, then closes every
     /// connection with 1001 and returns.
     public func run() async throws {
+        guard configuration.listen else {
+            // Hosted: another server accepts the connections (see ClusterWSHummingbird).
+            await serveHandlers {
+                try? await gracefulShutdown()
+            }
+            return
+        }
         let channel: any Channel
         do {
             channel = try await bootstrap().bind(host: configuration.host, port: configuration.port).get()
@@ -125,17 +132,26 @@ public final class WebSocketServer: Service, Sendable {
         for waiter in waiters { waiter.resume(returning: port) }
         logger.info("websocket server listening", metadata: ["port": "\(port)"])
 
-        await withDiscardingTaskGroup { group in
-            group.addTask {
-                await withGracefulShutdownHandler {
-                    await withTaskCancellationHandler {
-                        try? await channel.closeFuture.get()
-                    } onCancel: {
-                        channel.close(promise: nil)
-                    }
-                } onGracefulShutdown: {
+        await serveHandlers {
+            await withGracefulShutdownHandler {
+                await withTaskCancellationHandler {
+                    try? await channel.closeFuture.get()
+                } onCancel: {
                     channel.close(promise: nil)
                 }
+            } onGracefulShutdown: {
+                channel.close(promise: nil)
+            }
+        }
+        logger.info("websocket server stopped")
+    }
+
+    /// Runs `onOpen` handlers until `untilStopped` returns, then closes every
+    /// connection with 1001 and waits for the handlers.
+    private func serveHandlers(until untilStopped: @escaping @Sendable () async -> Void) async {
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                await untilStopped()
                 await self.closeAllConnections()
                 self.openedContinuation.finish()
             }
@@ -143,7 +159,6 @@ public final class WebSocketServer: Service, Sendable {
                 group.addTask { await route.onOpen(socket) }
             }
         }
-        logger.info("websocket server stopped")
     }
 
     /// Stops accepting and closes every connection with 1001; ``run()`` returns after.
@@ -174,11 +189,7 @@ public final class WebSocketServer: Service, Sendable {
 
     private func initialize(_ channel: any Channel) throws {
         let handshake = NIOLoopBoundBox(HandshakeInfo(), eventLoop: channel.eventLoop)
-        let upgrader = WebSocketUpgrader(maxFrameSize: configuration.maxFrameSize) { channel, head in
-            self.decide(channel: channel, head: head, handshake: handshake)
-        } install: { context, head in
-            try self.install(context: context, head: head, handshake: handshake)
-        }
+        let upgrader = WebSocketUpgrader(server: self, handshake: handshake)
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(
             withPipeliningAssistance: false,
             withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }),
@@ -193,7 +204,7 @@ public final class WebSocketServer: Service, Sendable {
     }
 
     /// Route lookup, origin check and the route's own decision.
-    private func decide(channel: any Channel, head: HTTPRequestHead, handshake: NIOLoopBoundBox<HandshakeInfo>)
+    package func decide(channel: any Channel, head: HTTPRequestHead, handshake: NIOLoopBoundBox<HandshakeInfo>)
         -> EventLoopFuture<HTTPHeaders>
     {
         let eventLoop = channel.eventLoop
@@ -232,25 +243,24 @@ public final class WebSocketServer: Service, Sendable {
             }
     }
 
-    /// After the 101: swap the HTTP fallback for the WebSocket handler and open the connection.
-    private func install(context: ChannelHandlerContext, head: HTTPRequestHead, handshake: NIOLoopBoundBox<HandshakeInfo>) throws {
+    /// Installs the frame decoder's consumer (the WebSocket handler) on an
+    /// upgraded channel and opens the connection: a ``WebSocket`` actor,
+    /// registered, handed to the route's `onOpen`. Call on the channel's loop.
+    package func installWebSocket(channel: any Channel, head: HTTPRequestHead, handshake: NIOLoopBoundBox<HandshakeInfo>) throws {
         handshake.value.timer?.cancel()
-        let pipeline = context.pipeline.syncOperations
-        try pipeline.removeHandler(context: pipeline.context(handlerType: HTTPFallbackHandler.self), promise: nil)
         let path = String(HandshakeValidator.path(of: head.uri))
         guard let route = state.withLock({ $0.routes[path] }) else { throw HandshakeRejection.notFound }
         let id = state.withLock { state in
             state.nextID += 1
             return state.nextID
         }
-        let channel = context.channel
         let request = WebSocketRequest(path: path, uri: head.uri, headers: head.headers,
                                        remoteAddress: channel.remoteAddress?.description)
         let socket = WebSocket(id: id, request: request, attributes: handshake.value.attributes,
                                channel: channel, configuration: configuration)
         connections.insert(socket)
         let connections = self.connections
-        try pipeline.addHandler(WebSocketHandler(socket: socket, configuration: configuration) { socket in
+        try channel.pipeline.syncOperations.addHandler(WebSocketHandler(socket: socket, configuration: configuration) { socket in
             connections.remove(socket)
         })
         openedContinuation.yield((socket, route))

@@ -34,6 +34,10 @@ public struct WebSocketServerConfiguration: Sendable {
     public var allowedOrigins: Set<String>?
     /// Listen backlog.
     public var backlog: Int32
+    /// `false` when another server accepts the connections and hands upgrades
+    /// to this one (the Hummingbird integration); ``WebSocketServer/run()``
+    /// then binds nothing and only runs connection handlers and shutdown.
+    public var listen: Bool
 
     /// Server-initiated pings (RFC 6455 §5.5.2).
     public struct Keepalive: Sendable {
@@ -65,7 +69,8 @@ public struct WebSocketServerConfiguration: Sendable {
         maxOutboundBufferBytes: Int = 4 << 20,
         inboundBufferLimit: Int = 256,
         allowedOrigins: Set<String>? = nil,
-        backlog: Int32 = 4096
+        backlog: Int32 = 4096,
+        listen: Bool = true
     ) {
         self.host = host
         self.port = port
@@ -78,5 +83,6 @@ public struct WebSocketServerConfiguration: Sendable {
         self.inboundBufferLimit = inboundBufferLimit
         self.allowedOrigins = allowedOrigins
         self.backlog = backlog
+        self.listen = listen
     }
 }

@@ -1,5 +1,5 @@
-import NIOCore
-import NIOHTTP1
+package import NIOCore
+package import NIOHTTP1
 import NIOWebSocket
 
 /// Our side of the WebSocket upgrade, plugged into NIO's HTTP upgrade handler.
@@ -12,33 +12,43 @@ import NIOWebSocket
 final class WebSocketUpgrader: HTTPServerProtocolUpgrader, Sendable {
     let supportedProtocol = "websocket"
     let requiredUpgradeHeaders: [String] = []
+    let server: WebSocketServer
+    let handshake: NIOLoopBoundBox<HandshakeInfo>
 
-    /// Decides whether to accept: the extra response headers, or a failed
-    /// future carrying a ``HandshakeRejection``.
-    let decide: @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<HTTPHeaders>
-    /// Installs the WebSocket handlers once the 101 response is sent.
-    let install: @Sendable (ChannelHandlerContext, HTTPRequestHead) throws -> Void
-    let maxFrameSize: Int
-
-    init(
-        maxFrameSize: Int,
-        decide: @escaping @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<HTTPHeaders>,
-        install: @escaping @Sendable (ChannelHandlerContext, HTTPRequestHead) throws -> Void
-    ) {
-        self.maxFrameSize = maxFrameSize
-        self.decide = decide
-        self.install = install
+    init(server: WebSocketServer, handshake: NIOLoopBoundBox<HandshakeInfo>) {
+        self.server = server
+        self.handshake = handshake
     }
 
     func buildUpgradeResponse(
         channel: any Channel, upgradeRequest: HTTPRequestHead, initialResponseHeaders: HTTPHeaders
     ) -> EventLoopFuture<HTTPHeaders> {
-        if let rejection = HandshakeValidator.validate(upgradeRequest) {
+        server.upgradeResponse(channel: channel, head: upgradeRequest, initialHeaders: initialResponseHeaders,
+                               handshake: handshake)
+    }
+
+    func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
+        context.eventLoop.makeCompletedFuture {
+            let pipeline = context.pipeline.syncOperations
+            try pipeline.removeHandler(context: pipeline.context(handlerType: HTTPFallbackHandler.self), promise: nil)
+            try server.installUpgraded(channel: context.channel, head: upgradeRequest, handshake: handshake)
+        }
+    }
+}
+
+extension WebSocketServer {
+    /// The 101 response headers for a valid, accepted handshake; otherwise a
+    /// failed future, with the ``HandshakeRejection`` recorded in `handshake`.
+    package func upgradeResponse(
+        channel: any Channel, head: HTTPRequestHead, initialHeaders: HTTPHeaders, handshake: NIOLoopBoundBox<HandshakeInfo>
+    ) -> EventLoopFuture<HTTPHeaders> {
+        if let rejection = HandshakeValidator.validate(head) {
+            handshake.value.rejection = rejection
             return channel.eventLoop.makeFailedFuture(rejection)
         }
-        let key = upgradeRequest.headers["sec-websocket-key"][0].trimmingSpaces
-        return decide(channel, upgradeRequest).map { extra in
-            var headers = initialResponseHeaders
+        let key = head.headers["sec-websocket-key"][0].trimmingSpaces
+        return decide(channel: channel, head: head, handshake: handshake).map { extra in
+            var headers = initialHeaders
             headers.add(contentsOf: extra)
             headers.replaceOrAdd(name: "Upgrade", value: "websocket")
             headers.replaceOrAdd(name: "Connection", value: "Upgrade")
@@ -47,11 +57,10 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, Sendable {
         }
     }
 
-    func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
-        context.eventLoop.makeCompletedFuture {
-            try context.pipeline.syncOperations.addHandler(
-                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameSize)))
-            try install(context, upgradeRequest)
-        }
+    /// After the 101 went out: adds the frame decoder and opens the connection.
+    package func installUpgraded(channel: any Channel, head: HTTPRequestHead, handshake: NIOLoopBoundBox<HandshakeInfo>) throws {
+        try channel.pipeline.syncOperations.addHandler(
+            ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: configuration.maxFrameSize)))
+        try installWebSocket(channel: channel, head: head, handshake: handshake)
     }
 }

@@ -1,0 +1,141 @@
+import ArgumentParser
+import ClusterWS
+import ClusterWSHummingbird
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+/// `Benchmarks serve`: one WebSocket server in its own process, driven by line
+/// commands, so its resident memory can be read from /proc on its own.
+///
+/// - prints `port <P>` once listening;
+/// - `count`: replies `count <open connections>`;
+/// - `broadcast <messages> <bytes>`: sends that many binary messages to every
+///   connection, one broadcast call per message; replies `sent`.
+struct BenchmarkServer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "serve", abstract: "Benchmark server (internal).",
+                                                    shouldDisplay: false)
+
+    enum Kind: String, ExpressibleByArgument {
+        /// ClusterWS's own listener.
+        case clusterws
+        /// ClusterWS's routes hosted by a Hummingbird application (ClusterWSHummingbird).
+        case hosted
+        /// A plain hummingbird-websocket server, the baseline.
+        case hummingbird
+    }
+
+    @Option var kind: Kind
+
+    func run() async throws {
+        var logger = Logger(label: "bench.server")
+        logger.logLevel = .error
+        switch kind {
+        case .clusterws: try await runClusterWS(logger: logger, hosted: false)
+        case .hosted: try await runClusterWS(logger: logger, hosted: true)
+        case .hummingbird: try await runHummingbird(logger: logger)
+        }
+    }
+
+    private func runClusterWS(logger: Logger, hosted: Bool) async throws {
+        let server = WebSocketServer(configuration: .init(port: 0, listen: !hosted), logger: logger)
+        server.addRoute("/ws") { _ in }  // server push only: no task per connection
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            if hosted {
+                let app = Application(
+                    router: Router(), server: .clusterWS(server),
+                    configuration: .init(address: .hostname("127.0.0.1", port: 0), backlog: 4096),
+                    services: [server],
+                    onServerRunning: { channel in reply("port \(channel.localAddress?.port ?? 0)") },
+                    logger: logger)
+                group.addTask { try await app.runService(gracefulShutdownSignals: []) }
+            } else {
+                group.addTask { try await server.run() }
+                reply("port \(try await server.waitUntilListening())")
+            }
+            for await line in standardInputLines() {
+                let words = line.split(separator: " ")
+                switch words.first {
+                case "count":
+                    reply("count \(server.connectionCount)")
+                case "broadcast":
+                    // "broadcast N bytes": N calls back to back (they coalesce into bursts).
+                    let (messages, size) = (Int(words[1]) ?? 0, Int(words[2]) ?? 0)
+                    let payload = ByteBuffer(repeating: 0x61, count: size)
+                    for _ in 0..<messages { server.broadcast(.binary(payload)) }
+                    reply("sent")
+                case "paced":
+                    // "paced N bytes": each broadcast awaited before the next: one frame, one flush per connection each.
+                    let (messages, size) = (Int(words[1]) ?? 0, Int(words[2]) ?? 0)
+                    let payload = ByteBuffer(repeating: 0x61, count: size)
+                    for _ in 0..<messages { await server.broadcastAndWait([.binary(payload)]) }
+                    reply("sent")
+                default:
+                    reply("unknown")
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    private func runHummingbird(logger: Logger) async throws {
+        let connections = HummingbirdConnections()
+        let app = Application(
+            router: Router(),
+            server: .http1WebSocketUpgrade { request, _, _ in
+                guard request.path == "/ws" else { return .dontUpgrade }
+                return .upgrade([:]) { inbound, outbound, _ in
+                    let id = await connections.add(outbound)
+                    for try await _ in inbound {}
+                    await connections.remove(id)
+                }
+            },
+            configuration: .init(address: .hostname("127.0.0.1", port: 0), backlog: 4096),
+            onServerRunning: { channel in reply("port \(channel.localAddress?.port ?? 0)") },
+            logger: logger
+        )
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await app.runService(gracefulShutdownSignals: []) }
+            for await line in standardInputLines() {
+                let words = line.split(separator: " ")
+                switch words.first {
+                case "count":
+                    reply("count \(await connections.count)")
+                case "broadcast", "paced":
+                    // Its broadcast awaits every write: always paced.
+                    let (messages, size) = (Int(words[1]) ?? 0, Int(words[2]) ?? 0)
+                    let payload = ByteBuffer(repeating: 0x61, count: size)
+                    for _ in 0..<messages { await connections.broadcast(payload) }
+                    reply("sent")
+                default:
+                    reply("unknown")
+                }
+            }
+            group.cancelAll()
+        }
+    }
+}
+
+/// The usual hummingbird-websocket pattern: an actor holding every outbound
+/// writer, broadcasting with one awaited write per connection.
+actor HummingbirdConnections {
+    private var writers: [Int: WebSocketOutboundWriter] = [:]
+    private var nextID = 0
+
+    var count: Int { writers.count }
+
+    func add(_ writer: WebSocketOutboundWriter) -> Int {
+        nextID += 1
+        writers[nextID] = writer
+        return nextID
+    }
+
+    func remove(_ id: Int) { writers[id] = nil }
+
+    func broadcast(_ payload: ByteBuffer) async {
+        for writer in writers.values { try? await writer.write(.binary(payload)) }
+    }
+}
