@@ -67,6 +67,12 @@ package actor RedisConnection: Service, RedisReconnecting {
         await runConnectionLoop()
     }
 
+    /// Like ``run()``, but a graceful shutdown of the surrounding service group
+    /// does not stop it: only ``shutdown()`` or cancellation does.
+    package func runUntilShutdown() async {
+        await runConnectionLoop(followGracefulShutdown: false)
+    }
+
     /// Shuts down gracefully: new commands fail with ``RedisError/shutdown``,
     /// commands already written still get their replies, then the socket
     /// closes and ``run()`` returns. A graceful shutdown of the service group

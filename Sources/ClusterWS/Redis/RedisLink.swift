@@ -73,7 +73,12 @@ extension RedisReconnecting {
     /// Connects and reconnects until the task is cancelled or a graceful
     /// shutdown is triggered. On a graceful shutdown the live connection is
     /// drained with `QUIT` (Redis answers every pipelined command first).
-    func runConnectionLoop() async {
+    ///
+    /// - Parameter followGracefulShutdown: `false` when an owner shuts the
+    ///   client down itself, after it has used it to clean up (a cluster node
+    ///   removes its relations after its own graceful shutdown began).
+    func runConnectionLoop(followGracefulShutdown: Bool = true) async {
+        guard followGracefulShutdown else { return await connectionLoop() }
         await withGracefulShutdownHandler {
             await self.connectionLoop()
         } onGracefulShutdown: {

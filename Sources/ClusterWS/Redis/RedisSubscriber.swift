@@ -61,6 +61,18 @@ package actor RedisSubscriber: Service, RedisReconnecting {
         continuation.finish()
     }
 
+    /// Like ``run()``, but a graceful shutdown of the surrounding service group
+    /// does not stop it: only ``shutdown()`` or cancellation does.
+    package func runUntilShutdown() async {
+        await runConnectionLoop(followGracefulShutdown: false)
+        continuation.finish()
+    }
+
+    /// Unsubscribes from everything and stops: ``run()`` returns and ``messages`` ends.
+    package func shutdown() {
+        beginShutdown()
+    }
+
     /// Subscribes to `channels`. When connected, returns once Redis has
     /// confirmed them, so anything published afterwards is received; when
     /// disconnected, returns at once and they are subscribed on reconnect.

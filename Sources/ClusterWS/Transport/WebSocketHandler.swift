@@ -11,13 +11,14 @@ final class WebSocketHandler: ChannelInboundHandler {
     private var machine: WebSocketStateMachine
     private let socket: WebSocket
     private let configuration: WebSocketServerConfiguration
-    private let onClose: (WebSocket) -> Void
+    private let onClose: (WebSocket, WebSocketCloseCode) -> Void
     private var keepaliveTimer: Scheduled<Void>?
     private var closeTimer: Scheduled<Void>?
     private var awaitingPong = false
     private var heardFromPeer = false
 
-    init(socket: WebSocket, configuration: WebSocketServerConfiguration, onClose: @escaping (WebSocket) -> Void) {
+    init(socket: WebSocket, configuration: WebSocketServerConfiguration,
+         onClose: @escaping (WebSocket, WebSocketCloseCode) -> Void) {
         self.socket = socket
         self.configuration = configuration
         self.onClose = onClose
@@ -67,7 +68,7 @@ final class WebSocketHandler: ChannelInboundHandler {
         machine.closed()
         let code = machine.closeCode ?? .abnormalClosure
         socket.assumeIsolated { $0.didClose(code: code) }
-        onClose(socket)
+        onClose(socket, code)
         context.fireChannelInactive()
     }
 

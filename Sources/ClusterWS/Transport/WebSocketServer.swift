@@ -32,6 +32,7 @@ public final class WebSocketServer: Service, Sendable {
     struct Route: Sendable {
         var shouldUpgrade: @Sendable (WebSocketRequest) async throws -> WebSocketUpgradeDecision
         var onOpen: @Sendable (WebSocket) async -> Void
+        var onClose: (@Sendable (WebSocket, WebSocketCloseCode) -> Void)?
     }
 
     private struct State {
@@ -70,15 +71,18 @@ public final class WebSocketServer: Service, Sendable {
     /// - Parameters:
     ///   - shouldUpgrade: decides before the upgrade (authentication goes
     ///     here); a thrown error refuses with 401.
+    ///   - onClose: called once the connection has closed, on its event loop,
+    ///     with the close code; keep it short (no task is created for it).
     ///   - onOpen: runs in a child task of ``run()`` once the connection is
     ///     open. Returning does not close the connection: it lives until
     ///     either side closes it.
     public func addRoute(
         _ path: String,
         shouldUpgrade: @escaping @Sendable (WebSocketRequest) async throws -> WebSocketUpgradeDecision = { _ in .accept() },
+        onClose: (@Sendable (WebSocket, WebSocketCloseCode) -> Void)? = nil,
         onOpen: @escaping @Sendable (WebSocket) async -> Void
     ) {
-        state.withLock { $0.routes[path] = Route(shouldUpgrade: shouldUpgrade, onOpen: onOpen) }
+        state.withLock { $0.routes[path] = Route(shouldUpgrade: shouldUpgrade, onOpen: onOpen, onClose: onClose) }
     }
 
     /// Answers plain HTTP requests (not upgrades, not WebSocket paths).
@@ -260,8 +264,9 @@ public final class WebSocketServer: Service, Sendable {
                                channel: channel, configuration: configuration)
         connections.insert(socket)
         let connections = self.connections
-        try channel.pipeline.syncOperations.addHandler(WebSocketHandler(socket: socket, configuration: configuration) { socket in
+        try channel.pipeline.syncOperations.addHandler(WebSocketHandler(socket: socket, configuration: configuration) { socket, code in
             connections.remove(socket)
+            route.onClose?(socket, code)
         })
         openedContinuation.yield((socket, route))
     }

@@ -1,0 +1,107 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Everything a ``ClusterNode`` needs, mirroring the reference package's
+/// config keys (`user_relate_fd_key`, `fd_relate_user_key`, `ttl`,
+/// `default_opcode`, `driver`, `queue_config`, `server_id`).
+///
+/// ```swift
+/// var configuration = ClusterConfiguration(redisURL: "redis://127.0.0.1:6379")
+/// configuration.webSocket.port = 9502
+/// let node = ClusterNode(configuration: configuration)
+/// ```
+public struct ClusterConfiguration: Sendable {
+    /// This node's id. Defaults to `DISTRIBUTE_SERVER_ID`, else a random one.
+    /// Every node of a cluster needs its own; `#` is not allowed.
+    public var serverID: String
+    /// Prefix of every Redis key and channel, so two clusters can share one Redis.
+    public var namespace: String
+    /// Key of a user's set of connections (`%s` = uid). Seed: `user_relate_fd_key`.
+    public var userRelateFDKey: String
+    /// Key of a connection's user (`%s` = distributed fd). Seed: `fd_relate_user_key`.
+    public var fdRelateUserKey: String
+    /// Expiry of relation keys; a live node refreshes them every `ttl / 3`. Seed: `ttl`.
+    public var ttl: Duration
+    /// Opcode for sends that do not name one. Seed: `default_opcode` (binary).
+    public var defaultOpcode: WebSocketMessage.Kind
+    /// How messages travel between nodes. Seed: `driver`.
+    public var driver: Driver
+    /// How often a node announces it is alive.
+    public var heartbeatInterval: Duration
+    /// A node silent for this long is dead: its relations are removed.
+    public var livenessWindow: Duration
+    /// The Redis server.
+    public var redis: RedisURL
+    /// The WebSocket listener of this node.
+    public var webSocket: WebSocketServerConfiguration
+
+    /// The delivery driver.
+    public enum Driver: String, Sendable {
+        /// Redis pub/sub: lowest latency, at-most-once (the seed's `SubscribeDriver`).
+        case pubSub
+    }
+
+    /// A Redis URL (`redis://[user:password@]host:port[/db]`), checked when the node starts.
+    public struct RedisURL: Sendable, ExpressibleByStringLiteral {
+        /// The URL text.
+        public var url: String
+        public init(_ url: String) { self.url = url }
+        public init(stringLiteral value: String) { self.url = value }
+    }
+
+    /// Creates a configuration with defaults that work on one machine.
+    public init(
+        redisURL: RedisURL = "redis://127.0.0.1:6379",
+        serverID: String? = nil,
+        namespace: String = "clusterws",
+        webSocket: WebSocketServerConfiguration = .init()
+    ) {
+        self.serverID = serverID ?? getenv("DISTRIBUTE_SERVER_ID").map { String(cString: $0) }
+            ?? "node-" + String(UInt32.random(in: .min ... .max), radix: 16)
+        self.namespace = namespace
+        self.userRelateFDKey = "user:relate:fd:%s"
+        self.fdRelateUserKey = "fd:relate:user:%s"
+        self.ttl = .seconds(7200)
+        self.defaultOpcode = .binary
+        self.driver = .pubSub
+        self.heartbeatInterval = .seconds(2)
+        self.livenessWindow = .seconds(6)
+        self.redis = redisURL
+        self.webSocket = webSocket
+    }
+}
+
+/// Redis key and channel names of one cluster, all under its namespace.
+struct ClusterKeys: Sendable {
+    let namespace: String
+    let userPattern: String
+    let fdPattern: String
+
+    init(_ configuration: ClusterConfiguration) {
+        namespace = configuration.namespace
+        userPattern = configuration.userRelateFDKey
+        fdPattern = configuration.fdRelateUserKey
+    }
+
+    func user(_ uid: String) -> String { "\(namespace):" + Self.fill(userPattern, uid) }
+    func fd(_ fd: DistributedFD) -> String { "\(namespace):" + Self.fill(fdPattern, fd.description) }
+
+    /// The seed's `sprintf`-style pattern: `%s` replaced by `value`.
+    static func fill(_ pattern: String, _ value: String) -> String {
+        pattern.split(separator: "%s", omittingEmptySubsequences: false).joined(separator: value)
+    }
+    /// Every fd a node has bound, so a janitor can clean up after it.
+    func nodeFDs(_ node: String) -> String { "\(namespace):node-fds:\(node)" }
+    /// Heartbeat: the node's epoch, expiring after the liveness window.
+    func alive(_ node: String) -> String { "\(namespace):alive:\(node)" }
+    /// The set of nodes that have announced themselves.
+    var nodes: String { "\(namespace):nodes" }
+
+    func nodeChannel(_ node: String) -> String { "\(namespace):node:\(node)" }
+    var allChannel: String { "\(namespace):all" }
+    func userChannel(_ uid: String) -> String { "\(namespace):user:\(uid)" }
+    func roomChannel(_ room: String) -> String { "\(namespace):room:\(room)" }
+}

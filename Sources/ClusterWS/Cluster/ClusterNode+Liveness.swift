@@ -1,0 +1,105 @@
+import Logging
+
+extension ClusterNode {
+    /// Announces this node: its epoch under the heartbeat key (expiring after
+    /// the liveness window) and its id in the set of nodes.
+    func heartbeat() async throws {
+        let window = Int(configuration.livenessWindow.components.seconds * 1000
+            + configuration.livenessWindow.components.attoseconds / 1_000_000_000_000_000)
+        try await redis.send(batch: [
+            RedisCommand("SET", .string(keys.alive(id)), .string(String(epoch, radix: 16)), "PX", .integer(window)),
+            RedisCommand("SADD", .string(keys.nodes), .string(id)),
+        ]).throwFirstFailure()
+    }
+
+    /// Heartbeats, the janitor and relation refreshes, until cancelled.
+    func keepAlive() async {
+        let clock = ContinuousClock()
+        var lastRefresh = clock.now
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: configuration.heartbeatInterval)
+            } catch {
+                return
+            }
+            do {
+                try await heartbeat()
+                try await removeDeadNodes()
+                if clock.now - lastRefresh >= configuration.ttl / 3 {
+                    try await refreshRelations()
+                    lastRefresh = clock.now
+                }
+            } catch {
+                logger.warning("liveness round failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Renews the TTL of every relation of this node, in one pipelined batch.
+    func refreshRelations() async throws {
+        let ttl = RedisArgument.integer(Int(configuration.ttl.components.seconds))
+        var commands: [RedisCommand] = []
+        for (fd, uid) in await registry.bindings() {
+            commands.append(RedisCommand("EXPIRE", .string(keys.user(uid)), ttl))
+            commands.append(RedisCommand("EXPIRE", .string(keys.fd(distributedFD(local: Int(fd)))), ttl))
+        }
+        for start in stride(from: 0, to: commands.count, by: 1_000) {
+            _ = try await redis.send(batch: Array(commands[start..<min(start + 1_000, commands.count)]))
+        }
+    }
+
+    /// The janitor: every node whose heartbeat has lapsed loses its relations.
+    func removeDeadNodes() async throws {
+        let nodes = try await redis.send(RedisCommand("SMEMBERS", .string(keys.nodes))).array?.compactMap(\.string) ?? []
+        let others = nodes.filter { $0 != id }
+        guard !others.isEmpty else { return }
+        let alive = try await redis.send(RedisCommand("MGET", arguments: others.map { .string(keys.alive($0)) }))
+        for (node, value) in zip(others, alive.array ?? []) where value.isNull {
+            logger.info("node is gone; removing its relations", metadata: ["dead": "\(node)"])
+            try await removeRelations(ofNode: node, keepEpoch: nil)
+            _ = try await redis.send(RedisCommand("SREM", .string(keys.nodes), .string(node)))
+        }
+    }
+
+    /// Removes the relations `node` recorded, except those of `keepEpoch`.
+    func removeRelations(ofNode node: String, keepEpoch: UInt64?) async throws {
+        let members = try await redis.send(RedisCommand("SMEMBERS", .string(keys.nodeFDs(node)))).array ?? []
+        let fds = members.compactMap { $0.string.flatMap(DistributedFD.init) }.filter { $0.epoch != keepEpoch }
+        guard !fds.isEmpty else { return }
+        let users = try await redis.send(batch: fds.map { RedisCommand("GET", .string(keys.fd($0))) })
+        var commands: [RedisCommand] = []
+        for (fd, user) in zip(fds, users) {
+            if let uid = try? user.get().string {
+                commands += removalCommands(fd, uid: uid)
+            } else {
+                commands += [RedisCommand("DEL", .string(keys.fd(fd))),
+                             RedisCommand("SREM", .string(keys.nodeFDs(node)), .string(fd.description))]
+            }
+        }
+        _ = try await redis.send(batch: commands)
+    }
+
+    /// At start: relations left by an earlier run of this node id (a crash) go.
+    func removeStaleRelationsOfThisNode() async {
+        do {
+            try await removeRelations(ofNode: id, keepEpoch: epoch)
+        } catch {
+            logger.warning("could not remove relations of an earlier run", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// On shutdown: this node's relations and heartbeat go, so nobody is sent
+    /// to a connection that no longer exists.
+    func leaveCluster() async {
+        do {
+            try await removeRelations(ofNode: id, keepEpoch: nil)
+            _ = try await redis.send(batch: [
+                RedisCommand("DEL", .string(keys.alive(id))),
+                RedisCommand("SREM", .string(keys.nodes), .string(id)),
+                RedisCommand("DEL", .string(keys.nodeFDs(id))),
+            ])
+        } catch {
+            logger.warning("could not remove this node's relations on shutdown", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,47 @@
+import Logging
+
+extension ClusterNode {
+    /// The router: every message on a subscribed channel → envelope → local
+    /// connections. Garbage is logged, counted and dropped; the loop goes on.
+    func routeMessages() async {
+        for await message in subscriber.messages {
+            let envelope: Envelope
+            do {
+                envelope = try Envelope(decoding: message.payload)
+            } catch {
+                statistics.add("garbage")
+                logger.warning("dropped a message that is not an envelope",
+                               metadata: ["channel": "\(message.channel)", "error": "\(error)"])
+                continue
+            }
+            await route(envelope)
+        }
+    }
+
+    func route(_ envelope: Envelope) async {
+        let message = WebSocketMessage(kind: envelope.kind, data: envelope.payload)
+        let fromHere = envelope.originNode == id && envelope.originEpoch == epoch
+        let targets: [WebSocket]
+        switch envelope.target {
+        case .fds(let targetEpoch, let fds):
+            guard targetEpoch == epoch else {
+                statistics.add("stale")
+                logger.debug("dropped a message for a connection of an earlier run")
+                return
+            }
+            targets = await registry.sockets(fds: fds)
+        case .user(let uid):
+            guard !fromHere else { return }  // delivered locally when sent
+            targets = await registry.sockets(user: uid)
+        case .room(let room):
+            guard !fromHere else { return }
+            targets = await registry.sockets(room: room)
+        case .all(let except):
+            guard !fromHere else { return }
+            let mine = Set(except.filter { $0.node == id && $0.epoch == epoch }.map(\.fd))
+            targets = await registry.allSockets(except: mine)
+        }
+        statistics.add("routed")
+        FanOut.send(message, to: targets)
+    }
+}

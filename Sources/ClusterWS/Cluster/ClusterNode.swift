@@ -1,0 +1,195 @@
+public import Logging
+package import NIOCore
+import NIOPosix
+public import ServiceLifecycle
+import Synchronization
+
+/// One node of a ClusterWS cluster: a WebSocket server whose connections can
+/// be reached from every other node through Redis.
+///
+/// ```swift
+/// let node = try ClusterNode(configuration: .init(redisURL: "redis://127.0.0.1:6379", serverID: "server1"))
+/// node.webSocket("/ws", authenticate: { request in try verify(request) }) { socket in
+///     for await message in socket.messages {
+///         _ = try? await node.sender.send(uid: "42", .text("hi"))
+///     }
+/// }
+/// try await node.run()        // a swift-service-lifecycle Service
+/// ```
+///
+/// Connections are addressed cluster-wide by ``DistributedFD``. A connection
+/// whose `authenticate` returned a uid is bound to it (``Relations``); its
+/// relations are removed on every kind of close. On a graceful shutdown the
+/// node stops accepting, closes every socket with 1001, removes its relations
+/// and heartbeat, unsubscribes and returns.
+public final class ClusterNode: Service, Sendable {
+    /// The node's configuration.
+    public let configuration: ClusterConfiguration
+    /// This node's id.
+    public var id: String { configuration.serverID }
+    /// Drawn at every start: tells this run's connections from a previous run's.
+    public let epoch: UInt64
+    /// Sends to users, rooms, connections or everyone, anywhere in the cluster.
+    public var sender: Sender { Sender(node: self) }
+    /// Who is connected where.
+    public var relations: Relations { Relations(node: self) }
+    /// Counters of what the router did.
+    public let statistics = ClusterStatistics()
+
+    let keys: ClusterKeys
+    let redis: RedisConnection
+    let subscriber: RedisSubscriber
+    let registry: LocalRegistry
+    let server: WebSocketServer
+    let logger: Logger
+    private let closed: AsyncStream<UInt64>
+    private let closedContinuation: AsyncStream<UInt64>.Continuation
+
+    /// Creates a node; nothing connects or listens until ``run()``.
+    /// - Throws: ``ClusterError/invalidConfiguration(_:)`` for a bad server id
+    ///   or Redis URL.
+    public init(configuration: ClusterConfiguration, logger: Logger = Logger(label: "clusterws")) throws {
+        guard !configuration.serverID.isEmpty, !configuration.serverID.contains("#") else {
+            throw ClusterError.invalidConfiguration("server id must be non-empty and must not contain '#'")
+        }
+        let redisConfiguration: RedisConfiguration
+        do {
+            redisConfiguration = try RedisConfiguration(url: configuration.redis.url)
+        } catch {
+            throw ClusterError.invalidConfiguration("\(error)")
+        }
+        var logger = logger
+        logger[metadataKey: "node"] = "\(configuration.serverID)"
+        self.configuration = configuration
+        self.logger = logger
+        self.epoch = UInt64.random(in: 1 ... .max)
+        self.keys = ClusterKeys(configuration)
+        let loops = MultiThreadedEventLoopGroup.singleton
+        self.redis = RedisConnection(configuration: redisConfiguration, eventLoop: loops.next(), logger: logger)
+        self.subscriber = RedisSubscriber(configuration: redisConfiguration, eventLoop: loops.next(), logger: logger)
+        self.registry = LocalRegistry(subscriber: subscriber, keys: keys)
+        self.server = WebSocketServer(configuration: configuration.webSocket, logger: logger)
+        (closed, closedContinuation) = AsyncStream.makeStream()
+    }
+
+    /// Registers a WebSocket endpoint.
+    /// - Parameters:
+    ///   - authenticate: decides, before the upgrade, who the client is: return
+    ///     the uid to bind, `nil` for an anonymous connection; throw to refuse
+    ///     with HTTP 401 (the connection never reaches the registry).
+    ///   - onOpen: runs once the connection is open and bound.
+    public func webSocket(
+        _ path: String,
+        authenticate: @escaping @Sendable (WebSocketRequest) async throws -> String? = { _ in nil },
+        onOpen: @escaping @Sendable (ClusterSocket) async -> Void = { _ in }
+    ) {
+        let closedContinuation = self.closedContinuation
+        server.addRoute(path) { request in
+            let uid = try await authenticate(request)
+            return .accept(attributes: uid.map { ["uid": $0] } ?? [:])
+        } onClose: { socket, _ in
+            closedContinuation.yield(UInt64(socket.id))
+        } onOpen: { socket in
+            let fd = DistributedFD(node: self.id, epoch: self.epoch, fd: UInt64(socket.id))
+            await self.registry.add(fd.fd, socket)
+            if let uid = socket.attributes["uid"] {
+                do {
+                    try await self.bind(fd, uid: uid)
+                } catch {
+                    self.logger.warning("bind failed; closing", metadata: ["fd": "\(fd)", "error": "\(error)"])
+                    await socket.close(code: .internalError, reason: "could not register")
+                    return
+                }
+            }
+            await onOpen(ClusterSocket(fd: fd, socket: socket, uid: socket.attributes["uid"]))
+        }
+    }
+
+    /// Answers plain HTTP requests on the node's port (a page, `/health`…).
+    public func setHTTPResponder(_ responder: @escaping @Sendable (PlainHTTPRequest) async -> PlainHTTPResponse) {
+        server.setHTTPResponder(responder)
+    }
+
+    /// Waits until the node listens and returns its WebSocket port.
+    public func waitUntilListening() async throws -> Int {
+        try await server.waitUntilListening()
+    }
+
+    /// This node's address for one of its local connection numbers.
+    public func distributedFD(local fd: Int) -> DistributedFD {
+        DistributedFD(node: id, epoch: epoch, fd: UInt64(fd))
+    }
+
+    /// Runs the node: Redis connections, the router, heartbeats, the janitor,
+    /// relation refreshes and the WebSocket server, until cancelled or shut
+    /// down gracefully.
+    public func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { services in
+            // Redis stays up through the graceful shutdown: relations are removed after the sockets close.
+            services.addTask { await self.redis.runUntilShutdown() }
+            services.addTask { await self.subscriber.runUntilShutdown() }
+            try await redis.waitUntilConnected(timeout: configuration.webSocket.handshakeTimeout)
+            try await subscriber.waitUntilConnected(timeout: configuration.webSocket.handshakeTimeout)
+            try await subscriber.subscribe([keys.nodeChannel(id), keys.allChannel])
+            await removeStaleRelationsOfThisNode()
+            try await heartbeat()
+
+            await withTaskGroup(of: Void.self) { work in
+                work.addTask { await self.routeMessages() }
+                work.addTask { await self.cleanUpClosedConnections() }
+                work.addTask { await self.keepAlive() }
+                work.addTask {
+                    do { try await self.server.run() } catch {
+                        self.logger.error("websocket server failed", metadata: ["error": "\(error)"])
+                    }
+                    // The server has closed every socket: stop the rest.
+                    self.closedContinuation.finish()
+                }
+                await work.next()  // the server returns first (shutdown or cancellation)
+                await work.next()  // the closed-connection cleanup drains
+                work.cancelAll()
+            }
+            await leaveCluster()
+            await subscriber.shutdown()
+            await redis.shutdown()
+            try await services.waitForAll()
+        }
+    }
+
+    /// Removes the relations of every connection that closes, in one task.
+    private func cleanUpClosedConnections() async {
+        for await fd in closed {
+            let (uid, _) = await registry.remove(fd)
+            if let uid {
+                await removeRelations(of: distributedFD(local: Int(fd)), uid: uid)
+            }
+        }
+    }
+}
+
+/// A connection of this node, as the application's `onOpen` sees it.
+public struct ClusterSocket: Sendable {
+    /// Its cluster-wide address.
+    public let fd: DistributedFD
+    /// The WebSocket itself: `messages`, `send`, `close`.
+    public let socket: WebSocket
+    /// The uid `authenticate` bound it to, if any.
+    public let uid: String?
+
+    /// Every message the client sends, until the connection closes.
+    public var messages: WebSocketMessages { socket.messages }
+}
+
+/// What the router has done since the node started.
+public final class ClusterStatistics: Sendable {
+    private let counters = Mutex<[String: Int]>([:])
+
+    func add(_ name: String, _ amount: Int = 1) { counters.withLock { $0[name, default: 0] += amount } }
+
+    /// Messages on the cluster's channels that were not valid envelopes, dropped.
+    public var garbageDropped: Int { counters.withLock { $0["garbage", default: 0] } }
+    /// Messages for connections of an earlier epoch of this node, dropped.
+    public var staleDropped: Int { counters.withLock { $0["stale", default: 0] } }
+    /// Envelopes routed from Redis to local connections.
+    public var routed: Int { counters.withLock { $0["routed", default: 0] } }
+}

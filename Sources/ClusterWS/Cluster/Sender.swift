@@ -1,0 +1,109 @@
+public import NIOCore
+
+/// Sends to users, rooms, single connections or everyone, on any node.
+/// Every call is one `await`; none waits for a client to read.
+///
+/// Local targets are written directly (they skip Redis); remote ones get one
+/// `PUBLISH` on the user's, room's, node's or the broadcast channel, which
+/// Redis routes only to the nodes subscribed to it. Delivery over pub/sub is
+/// at-most-once.
+///
+/// The returned counts say how many **nodes** had a target: 0 means nobody
+/// was connected (for example, a user who just disconnected).
+public struct Sender: Sendable {
+    let node: ClusterNode
+
+    /// Sends to every connection (every device) of `uid`. Seed: `send`.
+    /// - Returns: the number of nodes where `uid` had a connection.
+    @discardableResult
+    public func send(uid: String, _ message: WebSocketMessage) async throws -> Int {
+        try await node.publish(.user(uid), message, local: node.registry.sockets(user: uid), channel: node.keys.userChannel(uid))
+    }
+
+    /// Sends `text` to `uid` with the configured default opcode.
+    @discardableResult
+    public func send(uid: String, _ text: String) async throws -> Int {
+        try await send(uid: uid, node.defaultMessage(text))
+    }
+
+    /// Sends to several users in one pipelined round trip. Seed: `sendMulti`.
+    /// - Returns: per uid, the number of nodes that had it.
+    @discardableResult
+    public func sendMulti(uids: [String], _ message: WebSocketMessage) async throws -> [String: Int] {
+        var results: [String: Int] = [:]
+        var commands: [RedisCommand] = []
+        var localCounts: [Int] = []
+        for uid in uids {
+            let local = await node.registry.sockets(user: uid)
+            FanOut.send(message, to: local)
+            localCounts.append(local.isEmpty ? 0 : 1)
+            commands.append(node.publishCommand(.user(uid), message, channel: node.keys.userChannel(uid)))
+        }
+        let replies = try await node.redis.send(batch: commands)
+        for (index, uid) in uids.enumerated() {
+            let subscribers = (try replies[index].get()).int ?? 0
+            results[uid] = max(subscribers - localCounts[index], 0) + localCounts[index]
+        }
+        return results
+    }
+
+    /// Sends to one connection, wherever it is. Seed: `DistributeFd::send`.
+    /// - Returns: `false` if it is certainly gone (closed here, or its node is
+    ///   not listening); `true` if it was handed over (a remote connection may
+    ///   still have closed meanwhile).
+    @discardableResult
+    public func send(to fd: DistributedFD, _ message: WebSocketMessage) async throws -> Bool {
+        if fd.node == node.id {
+            guard fd.epoch == node.epoch else { return false }
+            let local = await node.registry.sockets(fds: [fd.fd])
+            FanOut.send(message, to: local)
+            return !local.isEmpty
+        }
+        let command = node.publishCommand(.fds(epoch: fd.epoch, [fd.fd]), message, channel: node.keys.nodeChannel(fd.node))
+        return try await node.redis.send(command).int ?? 0 > 0
+    }
+
+    /// Sends to every member of `room`, on every node.
+    @discardableResult
+    public func send(room: String, _ message: WebSocketMessage) async throws -> Int {
+        try await node.publish(.room(room), message, local: node.registry.sockets(room: room), channel: node.keys.roomChannel(room))
+    }
+
+    /// Sends to every connection of every node, except `except`. Seed: `sendAll`.
+    /// - Returns: the number of nodes reached.
+    @discardableResult
+    public func sendAll(_ message: WebSocketMessage, except: [DistributedFD] = []) async throws -> Int {
+        let localExcept = Set(except.filter { $0.node == node.id && $0.epoch == node.epoch }.map(\.fd))
+        return try await node.publish(.all(except: except), message, local: node.registry.allSockets(except: localExcept),
+                                      channel: node.keys.allChannel, alwaysLocal: true)
+    }
+
+    /// Sends `text` to everyone with the configured default opcode.
+    @discardableResult
+    public func sendAll(_ text: String) async throws -> Int {
+        try await sendAll(node.defaultMessage(text))
+    }
+}
+
+extension ClusterNode {
+    func defaultMessage(_ text: String) -> WebSocketMessage {
+        WebSocketMessage(kind: configuration.defaultOpcode, data: ByteBuffer(string: text))
+    }
+
+    func publishCommand(_ target: Envelope.Target, _ message: WebSocketMessage, channel: String) -> RedisCommand {
+        let envelope = Envelope(target: target, kind: message.kind, originNode: id, originEpoch: epoch, payload: message.data)
+        return RedisCommand("PUBLISH", .string(channel), .bytes(envelope.encoded()))
+    }
+
+    /// Local delivery first, then one PUBLISH for the other nodes. This node's
+    /// own copy of the PUBLISH is dropped by the router (it is the origin).
+    func publish(_ target: Envelope.Target, _ message: WebSocketMessage, local: [WebSocket], channel: String,
+                 alwaysLocal: Bool = false) async throws -> Int {
+        FanOut.send(message, to: local)
+        let subscribers = try await redis.send(publishCommand(target, message, channel: channel)).int ?? 0
+        // This node is subscribed to user/room channels exactly while it has local members.
+        let selfSubscribed = alwaysLocal || !local.isEmpty ? 1 : 0
+        let reachedHere = (alwaysLocal || !local.isEmpty) ? 1 : 0
+        return max(subscribers - selfSubscribed, 0) + reachedHere
+    }
+}

@@ -1,0 +1,111 @@
+@testable import ClusterWS
+import EmbeddedRedis
+import Logging
+import NIOCore
+import Testing
+
+/// Nodes of one test cluster, each with its own WebSocket server on a free
+/// port, sharing one real redis-server.
+final class TestCluster: Sendable {
+    let redis: RedisServerProcess
+    let nodes: [String: ClusterNode]
+    private let harnesses: [String: ServiceGroupHarness]
+
+    /// Starts nodes `ids` against `redis`.
+    static func start(_ ids: [String], redis: RedisServerProcess, namespace: String = "test") async throws -> TestCluster {
+        var nodes: [String: ClusterNode] = [:]
+        var harnesses: [String: ServiceGroupHarness] = [:]
+        for id in ids {
+            let node = try makeNode(id, redis: redis, namespace: namespace)
+            let harness = ServiceGroupHarness(node)
+            try await harness.start()
+            _ = try await node.waitUntilListening()
+            nodes[id] = node
+            harnesses[id] = harness
+        }
+        return TestCluster(redis: redis, nodes: nodes, harnesses: harnesses)
+    }
+
+    private init(redis: RedisServerProcess, nodes: [String: ClusterNode], harnesses: [String: ServiceGroupHarness]) {
+        self.redis = redis
+        self.nodes = nodes
+        self.harnesses = harnesses
+    }
+
+    static func makeNode(_ id: String, redis: RedisServerProcess, namespace: String = "test") throws -> ClusterNode {
+        var configuration = ClusterConfiguration(
+            redisURL: .init(redis.url), serverID: id, namespace: namespace,
+            webSocket: WebSocketServerConfiguration(keepalive: .disabled, closeTimeout: .seconds(1)))
+        configuration.heartbeatInterval = .milliseconds(100)
+        configuration.livenessWindow = .milliseconds(600)
+        var logger = Logger(label: "test.node")
+        logger.logLevel = .error
+        let node = try ClusterNode(configuration: configuration, logger: logger)
+        node.webSocket("/ws", authenticate: { request in request.queryParameter("uid") }) { socket in
+            try? await socket.socket.send(.text("ready \(socket.fd)"))
+        }
+        return node
+    }
+
+    subscript(_ id: String) -> ClusterNode { nodes[id]! }
+
+    /// Stops one node gracefully.
+    func stop(_ id: String) async throws {
+        try await harnesses[id]!.shutdownGracefully()
+    }
+
+    func stopAll() async {
+        for harness in harnesses.values { try? await harness.shutdownGracefully() }
+    }
+}
+
+/// A raw WebSocket client of a cluster node, with the fd the node gave it.
+struct ClusterClient {
+    let raw: RawClient
+    let fd: DistributedFD
+
+    /// Connects to `node` as `uid` (or anonymously) and waits until it is bound.
+    static func connect(_ node: ClusterNode, uid: String?) async throws -> ClusterClient {
+        let port = try await node.waitUntilListening()
+        let raw = try await RawClient.connect(port: port)
+        _ = try await raw.upgrade(path: uid.map { "/ws?uid=\($0)" } ?? "/ws")
+        let ready = try await raw.readFrame()
+        guard ready.text.hasPrefix("ready "), let fd = DistributedFD(String(ready.text.dropFirst(6))) else {
+            throw UpgradeFailed(status: 0, body: ready.text)
+        }
+        return ClusterClient(raw: raw, fd: fd)
+    }
+
+    /// The next data frame's text (and opcode).
+    func next() async throws -> WireFrame {
+        try await within(.seconds(5), "a message") { try await raw.readFrame() }
+    }
+
+    func close() { raw.close() }
+}
+
+/// Runs `body` with a fresh redis-server and a cluster of `ids`, then stops everything.
+func withCluster<T: Sendable>(
+    _ ids: [String], namespace: String = "test",
+    _ body: @escaping @Sendable (TestCluster) async throws -> T
+) async throws -> T {
+    try await withRedisServer { redis in
+        let cluster = try await TestCluster.start(ids, redis: redis, namespace: namespace)
+        do {
+            let result = try await within(.seconds(60), "the cluster test") { try await body(cluster) }
+            await cluster.stopAll()
+            return result
+        } catch {
+            await cluster.stopAll()
+            throw error
+        }
+    }
+}
+
+/// Polls `condition` (each check a Redis round trip or a cheap read) until it holds.
+func eventually(_ what: String, within limit: Duration = .seconds(5),
+                _ condition: @escaping @Sendable () async throws -> Bool) async throws {
+    try await within(limit, what) {
+        while try await !condition() { try await Task.sleep(for: .milliseconds(20)) }
+    }
+}
