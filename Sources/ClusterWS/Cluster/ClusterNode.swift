@@ -35,6 +35,10 @@ public final class ClusterNode: Service, Sendable {
     public var relations: Relations { Relations(node: self) }
     /// Counters of what the router did.
     public let statistics = ClusterStatistics()
+    /// Clients this node closed with 1008 because they read too slowly.
+    public var slowConsumerCloses: Int { server.slowConsumerCloses }
+    /// Open connections on this node.
+    public var connectionCount: Int { server.connectionCount }
 
     let keys: ClusterKeys
     let redis: RedisConnection
@@ -42,6 +46,8 @@ public final class ClusterNode: Service, Sendable {
     let registry: LocalRegistry
     let server: WebSocketServer
     let logger: Logger
+    /// Set by ``abandon()``: stop without removing anything from Redis, as a crash would.
+    let abandoned = Atomic<Bool>(false)
     private let closed: AsyncStream<UInt64>
     private let closedContinuation: AsyncStream<UInt64>.Continuation
 
@@ -149,18 +155,24 @@ public final class ClusterNode: Service, Sendable {
                 await work.next()  // the closed-connection cleanup drains
                 work.cancelAll()
             }
-            await leaveCluster()
+            if !abandoned.load(ordering: .relaxed) { await leaveCluster() }
             await subscriber.shutdown()
             await redis.shutdown()
             try await services.waitForAll()
         }
     }
 
+    /// Makes the next stop behave like a crash: heartbeats stop and nothing is
+    /// removed from Redis, so the other nodes' janitors must clean up. For tests.
+    package func abandon() {
+        abandoned.store(true, ordering: .relaxed)
+    }
+
     /// Removes the relations of every connection that closes, in one task.
     private func cleanUpClosedConnections() async {
         for await fd in closed {
             let (uid, _) = await registry.remove(fd)
-            if let uid {
+            if let uid, !abandoned.load(ordering: .relaxed) {
                 await removeRelations(of: distributedFD(local: Int(fd)), uid: uid)
             }
         }

@@ -28,6 +28,7 @@ public actor WebSocket {
     nonisolated let channel: any Channel
     nonisolated let inbound: InboundBuffer
     private let maxOutboundBufferBytes: Int
+    private let counters: TransportCounters
     private var unwritableBytes = 0
     private var flushScheduled = false
     /// Asks the handler to close: (code, reason, abort). `abort` closes TCP at
@@ -45,7 +46,8 @@ public actor WebSocket {
     public nonisolated var eventLoop: any EventLoop { channel.eventLoop }
 
     init(id: Int, request: WebSocketRequest, attributes: [String: String], channel: any Channel,
-         configuration: WebSocketServerConfiguration) {
+         configuration: WebSocketServerConfiguration, counters: TransportCounters) {
+        self.counters = counters
         self.id = id
         self.request = request
         self.attributes = attributes
@@ -89,15 +91,7 @@ public actor WebSocket {
 
     /// Writes an already-encoded frame (or burst of frames) and schedules a flush.
     func write(_ bytes: ByteBuffer) {
-        guard closeCode == nil else { return }
-        if !channel.isWritable {
-            unwritableBytes += bytes.readableBytes
-            if unwritableBytes > maxOutboundBufferBytes {
-                closeRequested?(.policyViolation, "slow consumer", true)
-                return
-            }
-        }
-        channel.write(bytes, promise: nil)
+        guard writeWithoutFlush(bytes) else { return }
         guard !flushScheduled else { return }
         flushScheduled = true
         channel.eventLoop.execute {
@@ -108,13 +102,18 @@ public actor WebSocket {
         }
     }
 
-    /// Writes an encoded frame without scheduling a flush (a fan-out flushes once per batch).
+    /// Writes an encoded frame without scheduling a flush (a fan-out flushes
+    /// once per batch). A client whose socket stays unwritable while more than
+    /// `maxOutboundBufferBytes` pile up is closed at once with 1008 and counted.
     func writeWithoutFlush(_ bytes: ByteBuffer) -> Bool {
         guard closeCode == nil else { return false }
         if !channel.isWritable {
             unwritableBytes += bytes.readableBytes
             if unwritableBytes > maxOutboundBufferBytes {
-                closeRequested?(.policyViolation, "slow consumer", true)
+                if let close = closeRequested {
+                    counters.slowConsumerCloses.add(1, ordering: .relaxed)
+                    close(.policyViolation, "slow consumer", true)
+                }
                 return false
             }
         }
@@ -167,4 +166,9 @@ public struct WebSocketRequest: Sendable {
         }
         return nil
     }
+}
+
+/// Counters shared by a server's connections.
+final class TransportCounters: Sendable {
+    let slowConsumerCloses = Atomic<Int>(0)
 }

@@ -51,6 +51,7 @@ public final class WebSocketServer: Service, Sendable {
     let logger: Logger
     private let state = Mutex(State())
     let connections: ConnectionTable
+    let counters = TransportCounters()
     private let opened: AsyncStream<(WebSocket, Route)>
     private let openedContinuation: AsyncStream<(WebSocket, Route)>.Continuation
 
@@ -107,6 +108,9 @@ public final class WebSocketServer: Service, Sendable {
 
     /// Open connections right now.
     public var connectionCount: Int { connections.count }
+
+    /// Clients closed with 1008 because they read too slowly.
+    public var slowConsumerCloses: Int { counters.slowConsumerCloses.load(ordering: .relaxed) }
 
     /// Binds, serves until cancelled or shut down gracefully, then closes every
     /// connection with 1001 and returns.
@@ -261,7 +265,7 @@ public final class WebSocketServer: Service, Sendable {
         let request = WebSocketRequest(path: path, uri: head.uri, headers: head.headers,
                                        remoteAddress: channel.remoteAddress?.description)
         let socket = WebSocket(id: id, request: request, attributes: handshake.value.attributes,
-                               channel: channel, configuration: configuration)
+                               channel: channel, configuration: configuration, counters: counters)
         connections.insert(socket)
         let connections = self.connections
         try channel.pipeline.syncOperations.addHandler(WebSocketHandler(socket: socket, configuration: configuration) { socket, code in

@@ -33,6 +33,28 @@ struct ClusterLifecycleTests {
         }
     }
 
+    @Test func aCrashedNodesRelationsDisappearWithinTheLivenessWindow() async throws {
+        try await withRedisServer { redis in
+            let cluster = try await TestCluster.start(["a", "c"], redis: redis)
+            let carl = try await ClusterClient.connect(cluster["c"], uid: "carl")
+            #expect(try await cluster["a"].relations.findUserFDs(uid: "carl") == [carl.fd])
+            cluster["c"].abandon()  // stops like a crash: no cleanup, no more heartbeats
+            try await cluster.stop("c")
+            let keys = try await cluster["a"].redis.send(RedisCommand("EXISTS", "test:user:relate:fd:carl"))
+            #expect(keys.int == 1)  // nothing was cleaned up by the dead node itself
+            let clock = ContinuousClock()
+            let start = clock.now
+            try await eventually("carl to be gone") { try await cluster["a"].relations.findUserFDs(uid: "carl").isEmpty }
+            try await eventually("the janitor to remove carl's keys") {
+                try await cluster["a"].redis.send(RedisCommand("EXISTS", "test:user:relate:fd:carl")).int == 0
+            }
+            // Liveness window 600 ms + one janitor round (100 ms), with slack for a loaded machine.
+            #expect(clock.now - start < .seconds(3))
+            #expect(try await cluster["a"].sender.send(uid: "carl", .text("?")) == 0)
+            await cluster.stopAll()
+        }
+    }
+
     @Test func aRestartedNodeDropsMessagesForStaleFDs() async throws {
         try await withRedisServer { redis in
             let cluster = try await TestCluster.start(["a", "b"], redis: redis)

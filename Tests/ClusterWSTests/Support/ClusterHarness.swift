@@ -35,7 +35,8 @@ final class TestCluster: Sendable {
     static func makeNode(_ id: String, redis: RedisServerProcess, namespace: String = "test") throws -> ClusterNode {
         var configuration = ClusterConfiguration(
             redisURL: .init(redis.url), serverID: id, namespace: namespace,
-            webSocket: WebSocketServerConfiguration(keepalive: .disabled, closeTimeout: .seconds(1)))
+            webSocket: WebSocketServerConfiguration(keepalive: .disabled, closeTimeout: .seconds(1),
+                                                   maxOutboundBufferBytes: 512 * 1024))
         configuration.heartbeatInterval = .milliseconds(100)
         configuration.livenessWindow = .milliseconds(600)
         var logger = Logger(label: "test.node")
@@ -65,9 +66,9 @@ struct ClusterClient {
     let fd: DistributedFD
 
     /// Connects to `node` as `uid` (or anonymously) and waits until it is bound.
-    static func connect(_ node: ClusterNode, uid: String?) async throws -> ClusterClient {
+    static func connect(_ node: ClusterNode, uid: String?, receiveBuffer: Int? = nil) async throws -> ClusterClient {
         let port = try await node.waitUntilListening()
-        let raw = try await RawClient.connect(port: port)
+        let raw = try await RawClient.connect(port: port, receiveBuffer: receiveBuffer)
         _ = try await raw.upgrade(path: uid.map { "/ws?uid=\($0)" } ?? "/ws")
         let ready = try await raw.readFrame()
         guard ready.text.hasPrefix("ready "), let fd = DistributedFD(String(ready.text.dropFirst(6))) else {
