@@ -1,9 +1,10 @@
 # ClusterWS: the two commands a fresh Debian 12 machine needs.
-#   make demo   — install what is missing, build, run the demo
+#   make demo   — install what is missing, build, run the two-node demo
 #   make test   — install what is missing, run the whole test suite
+#                 (Swift tests, then the demo in a real headless browser)
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test unit e2e bench
 
 setup:
 	@bash scripts/setup.sh
@@ -11,8 +12,16 @@ setup:
 demo: setup
 	swift run Demo $(ARGS)
 
-test: setup
+# The whole suite: unit and integration tests, then the browser test.
+test: unit e2e
+
+unit: setup
 	swift test $(ARGS)
+
+e2e: setup
+	@bash scripts/setup-e2e.sh
+	swift build --product Demo
+	python3 scripts/e2e.py
 
 bench: setup
 	swift run -c release Benchmarks $(ARGS)

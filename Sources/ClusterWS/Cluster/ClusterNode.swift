@@ -41,7 +41,7 @@ public final class ClusterNode: Service, Sendable {
     public var connectionCount: Int { server.connectionCount }
 
     let keys: ClusterKeys
-    let redis: RedisConnection
+    package let redis: RedisConnection
     let subscriber: RedisSubscriber
     let registry: LocalRegistry
     let server: WebSocketServer

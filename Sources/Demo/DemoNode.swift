@@ -1,0 +1,163 @@
+import ClusterWS
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// One demo node: a ClusterNode with the demo's WebSocket protocol (JSON
+/// commands), its page, and a few JSON endpoints for the page.
+struct DemoNode: Sendable {
+    let node: ClusterNode
+    let namespace: String
+
+    /// A command from the page.
+    struct Command: Decodable {
+        var action: String          // send | join | leave | room | all
+        var to: [String]?           // uids, for send
+        var room: String?
+        var text: String?
+        var opcode: String?         // text | binary
+    }
+
+    /// What a client receives for every message (as text or binary, as sent).
+    struct Delivery: Codable {
+        var from: String
+        var via: String
+        var to: String
+        var text: String
+    }
+
+    init(id: String, host: String, port: Int, redisURL: String, namespace: String, logger: Logger) throws {
+        var configuration = ClusterConfiguration(
+            redisURL: .init(redisURL), serverID: id, namespace: namespace,
+            webSocket: WebSocketServerConfiguration(host: host, port: port))
+        configuration.heartbeatInterval = .seconds(1)
+        configuration.livenessWindow = .seconds(3)
+        let node = try ClusterNode(configuration: configuration, logger: logger)
+        self.node = node
+        self.namespace = namespace
+        let demo = self
+        node.webSocket("/ws", authenticate: { request in
+            guard let uid = request.queryParameter("uid")?.removingPercentEncoding, !uid.isEmpty, uid.count <= 64 else {
+                throw DemoError.missingUID
+            }
+            return uid
+        }) { client in
+            await demo.serve(client)
+        }
+        node.setHTTPResponder { request in await demo.respond(to: request) }
+    }
+
+    /// Records where this node listens, for the page's node list.
+    func announce(port: Int) async throws {
+        _ = try await node.redis.send(RedisCommand("HSET", .string("\(namespace):demo:nodes"), .string(node.id), .integer(port)))
+    }
+
+    private func serve(_ client: ClusterSocket) async {
+        let uid = client.uid ?? "?"
+        _ = try? await node.redis.send(RedisCommand("SADD", .string("\(namespace):demo:users"), .string(uid)))
+        try? await client.socket.send(.text(json(["event": "welcome", "uid": uid, "node": node.id, "fd": client.fd.description])))
+        for await message in client.messages {
+            guard let command = try? JSONDecoder().decode(Command.self, from: Data(message.data.readableBytesView)) else {
+                try? await client.socket.send(.text(json(["event": "error", "error": "not a command"])))
+                continue
+            }
+            do {
+                let reply = try await execute(command, from: client)
+                try? await client.socket.send(.text(json(reply)))
+            } catch {
+                try? await client.socket.send(.text(json(["event": "error", "error": "\(error)"])))
+            }
+        }
+    }
+
+    private func execute(_ command: Command, from client: ClusterSocket) async throws -> [String: String] {
+        let text = command.text ?? ""
+        let kind: WebSocketMessage.Kind = command.opcode == "binary" ? .binary : .text
+        func message(to target: String) throws -> WebSocketMessage {
+            let body = try JSONEncoder().encode(Delivery(from: client.uid ?? "?", via: node.id, to: target, text: text))
+            return WebSocketMessage(kind: kind, data: ByteBuffer(bytes: body))
+        }
+        switch command.action {
+        case "send":
+            let uids = (command.to ?? []).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            guard !uids.isEmpty else { return ["event": "error", "error": "no recipient"] }
+            if uids.count == 1 {
+                let nodes = try await node.sender.send(uid: uids[0], try message(to: "user \(uids[0])"))
+                return ["event": "sent", "to": uids[0], "nodes": String(nodes)]
+            }
+            let counts = try await node.sender.sendMulti(uids: uids, try message(to: "users " + uids.joined(separator: ", ")))
+            let reached = counts.filter { $0.value > 0 }.keys.sorted().joined(separator: ", ")
+            return ["event": "sent", "to": uids.joined(separator: ", "), "reached": reached]
+        case "join", "leave":
+            guard let room = command.room, !room.isEmpty else { return ["event": "error", "error": "no room"] }
+            if command.action == "join" { try await node.join(client.fd, room: room) } else { try await node.leave(client.fd, room: room) }
+            return ["event": command.action == "join" ? "joined" : "left", "room": room]
+        case "room":
+            guard let room = command.room, !room.isEmpty else { return ["event": "error", "error": "no room"] }
+            let nodes = try await node.sender.send(room: room, try message(to: "room \(room)"))
+            return ["event": "sent", "to": "room \(room)", "nodes": String(nodes)]
+        case "all":
+            let nodes = try await node.sender.sendAll(try message(to: "everyone"))
+            return ["event": "sent", "to": "everyone", "nodes": String(nodes)]
+        default:
+            return ["event": "error", "error": "unknown action \(command.action)"]
+        }
+    }
+
+    private func respond(to request: PlainHTTPRequest) async -> PlainHTTPResponse {
+        let path = request.head.uri.split(separator: "?").first.map(String.init) ?? "/"
+        switch path {
+        case "/", "/index.html":
+            return PlainHTTPResponse(headers: ["Content-Type": "text/html; charset=utf-8"], body: ByteBuffer(string: DemoPage.html))
+        case "/api/online":
+            return (try? await online()) ?? .text("redis unavailable\n", status: .serviceUnavailable)
+        case "/api/nodes":
+            return (try? await nodes()) ?? .text("redis unavailable\n", status: .serviceUnavailable)
+        case "/health":
+            let redisUp = (try? await node.redis.send(RedisCommand("PING"))) != nil
+            return .text(redisUp ? "ok\n" : "redis unavailable\n", status: redisUp ? .ok : .serviceUnavailable)
+        default:
+            return .text("not found\n", status: .notFound)
+        }
+    }
+
+    /// Every user seen by the demo who is online now, with where.
+    private func online() async throws -> PlainHTTPResponse {
+        let users = try await node.redis.send(RedisCommand("SMEMBERS", .string("\(namespace):demo:users"))).array?
+            .compactMap(\.string) ?? []
+        var rows: [[String: [String]]] = []
+        for uid in users.sorted() {
+            let fds = try await node.relations.findUserFDs(uid: uid)
+            if fds.isEmpty {
+                _ = try? await node.redis.send(RedisCommand("SREM", .string("\(namespace):demo:users"), .string(uid)))
+                continue
+            }
+            rows.append(["uid": [uid], "nodes": fds.map(\.node).sorted(), "fds": fds.map(\.description).sorted()])
+        }
+        return jsonResponse(["users": rows])
+    }
+
+    private func nodes() async throws -> PlainHTTPResponse {
+        let all = try await node.redis.send(RedisCommand("HGETALL", .string("\(namespace):demo:nodes"))).array ?? []
+        var list: [[String: String]] = []
+        for index in stride(from: 0, to: all.count - 1, by: 2) {
+            if let id = all[index].string, let port = all[index + 1].string { list.append(["id": id, "port": port]) }
+        }
+        return jsonResponse(["self": [["id": node.id]], "nodes": list.sorted { $0["id"]! < $1["id"]! }])
+    }
+
+    private func jsonResponse(_ value: some Encodable) -> PlainHTTPResponse {
+        let data = (try? JSONEncoder().encode(value)) ?? Data("{}".utf8)
+        return PlainHTTPResponse(headers: ["Content-Type": "application/json", "Cache-Control": "no-store"],
+                                 body: ByteBuffer(bytes: data))
+    }
+
+    private func json(_ value: [String: String]) -> String {
+        String(decoding: (try? JSONEncoder().encode(value)) ?? Data(), as: UTF8.self)
+    }
+}
+
+enum DemoError: Error {
+    case missingUID
+}

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""End-to-end test of the demo in a real headless browser.
+
+Starts a redis-server and the Demo executable (two nodes) on free loopback
+ports, opens the page of each node in its own headless Chromium session, and
+has two users on different nodes exchange messages through the page's own
+controls. Then presses Ctrl-C (SIGINT) on the demo and checks that both pages
+saw their socket close with 1001 and that no relation is left in Redis.
+Screenshots go to artifacts/.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARTIFACTS = os.path.join(ROOT, "artifacts")
+DEMO = os.environ.get("DEMO_BINARY", os.path.join(ROOT, ".build", "debug", "Demo"))
+results = []
+
+
+def check(name, condition, detail=""):
+    results.append((name, bool(condition)))
+    print(("PASS " if condition else "FAIL ") + name + ("" if condition else f": {detail}"), flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def browser():
+    options = Options()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,900"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def connect(driver, url, uid):
+    driver.get(url)
+    WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "this-node").text not in ("", "…"))
+    driver.find_element(By.ID, "uid").send_keys(uid)
+    driver.find_element(By.ID, "connect").click()
+    WebDriverWait(driver, 10).until(EC.text_to_be_present_in_element((By.ID, "status-text"), "connected as " + uid))
+
+
+def send(driver, to, text, binary=False):
+    if binary:
+        driver.find_element(By.CSS_SELECTOR, "input[name=opcode][value=binary]").click()
+    field = driver.find_element(By.ID, "text")
+    field.clear()
+    field.send_keys(text)
+    recipients = driver.find_element(By.ID, "to")
+    recipients.clear()
+    recipients.send_keys(to)
+    driver.find_element(By.ID, "send").click()
+
+
+def received(driver, text, kind, timeout=10):
+    def found(d):
+        for item in d.find_elements(By.CSS_SELECTOR, "#messages li.msg." + kind):
+            if text in item.text:
+                return item.text
+        return False
+    try:
+        return WebDriverWait(driver, timeout).until(found)
+    except Exception:
+        return None
+
+
+def main():
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    if not os.path.exists(DEMO):
+        print(f"FAIL: demo binary not found at {DEMO} (run `swift build --product Demo`)")
+        return 1
+    redis_port, port1, port2 = free_port(), free_port(), free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    env = dict(os.environ, REDIS_URL=f"redis://127.0.0.1:{redis_port}")
+    demo = subprocess.Popen([DEMO, "--node", f"server1={port1}", "--node", f"server2={port2}", "--log-level", "warning"],
+                            env=env, stdout=subprocess.PIPE, text=True)
+    alice = bob = None
+    try:
+        ready = [demo.stdout.readline() for _ in range(3)]
+        check("demo prints the URLs to open", any(f":{port1}/" in line for line in ready), ready)
+
+        alice, bob = browser(), browser()
+        connect(alice, f"http://127.0.0.1:{port1}/", "alice")
+        connect(bob, f"http://127.0.0.1:{port2}/", "bob")
+        check("pages show which node served them",
+              alice.find_element(By.ID, "this-node").text == "server1" and bob.find_element(By.ID, "this-node").text == "server2")
+
+        send(alice, "bob", "hello bob, this is alice on server1")
+        got = received(bob, "hello bob, this is alice on server1", "text")
+        check("bob on server2 receives alice's text message", got, "not shown on bob's page")
+        check("the message says where it came from", got and "from alice via server1" in got and "received on server2" in got, got)
+
+        send(bob, "alice", "hi alice, binary from server2", binary=True)
+        got = received(alice, "hi alice, binary from server2", "binary")
+        check("alice on server1 receives bob's binary message", got, "not shown on alice's page")
+
+        def online(d):
+            text = d.find_element(By.ID, "online").text
+            return "alice" in text and "bob" in text and "server1" in text and "server2" in text
+        try:
+            WebDriverWait(alice, 10).until(online)
+            check("the online list shows both users and their nodes", True)
+        except Exception:
+            check("the online list shows both users and their nodes", False, alice.find_element(By.ID, "online").text)
+
+        alice.save_screenshot(os.path.join(ARTIFACTS, "e2e-alice.png"))
+        bob.save_screenshot(os.path.join(ARTIFACTS, "e2e-bob.png"))
+
+        demo.send_signal(signal.SIGINT)
+        code = demo.wait(timeout=20)
+        check("Ctrl-C stops the demo cleanly", code == 0, f"exit code {code}")
+        for name, driver in (("alice", alice), ("bob", bob)):
+            try:
+                WebDriverWait(driver, 10).until(EC.text_to_be_present_in_element((By.ID, "status-text"), "closed (1001"))
+                check(f"{name}'s socket was closed with 1001", True)
+            except Exception:
+                check(f"{name}'s socket was closed with 1001", False, driver.find_element(By.ID, "status-text").text)
+        keys = subprocess.run(["redis-cli", "-p", str(redis_port), "--scan", "--pattern", "clusterws-demo:*relate*"],
+                              capture_output=True, text=True).stdout.split()
+        alive = subprocess.run(["redis-cli", "-p", str(redis_port), "--scan", "--pattern", "clusterws-demo:alive:*"],
+                               capture_output=True, text=True).stdout.split()
+        check("no relation or heartbeat is left in Redis after Ctrl-C", not keys and not alive, keys + alive)
+        bob.save_screenshot(os.path.join(ARTIFACTS, "e2e-after-shutdown.png"))
+    finally:
+        for driver in (alice, bob):
+            if driver:
+                driver.quit()
+        if demo.poll() is None:
+            demo.kill()
+        redis.kill()
+
+    passed = sum(1 for _, ok in results if ok)
+    failed = len(results) - passed
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 and passed > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
