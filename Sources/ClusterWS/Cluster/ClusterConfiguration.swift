@@ -29,6 +29,8 @@ public struct ClusterConfiguration: Sendable {
     public var defaultOpcode: WebSocketMessage.Kind
     /// How messages travel between nodes. Seed: `driver`.
     public var driver: Driver
+    /// Queue driver settings.
+    public var queue: Queue
     /// How often a node announces it is alive.
     public var heartbeatInterval: Duration
     /// A node silent for this long is dead: its relations are removed.
@@ -39,9 +41,40 @@ public struct ClusterConfiguration: Sendable {
     public var webSocket: WebSocketServerConfiguration
 
     /// The delivery driver.
-    public enum Driver: String, Sendable {
+    public enum Driver: String, Sendable, CaseIterable {
         /// Redis pub/sub: lowest latency, at-most-once (the seed's `SubscribeDriver`).
         case pubSub
+        /// A durable Redis Stream per node read through a consumer group:
+        /// at-least-once, survives Redis reconnects and node restarts (the
+        /// seed's `QueueDriver`). Settings in ``ClusterConfiguration/queue``.
+        case queue
+    }
+
+    /// Settings of the queue driver (the seed's `queue_config`).
+    public struct Queue: Sendable {
+        /// Consumers reading this node's stream, each on its own Redis
+        /// connection. Seed: `process_num` (`LOCAL_PUSH_PROCESS_NUM`).
+        public var consumers: Int
+        /// Entries a consumer has in flight (read, not yet acknowledged).
+        /// Seed: `process_concurrent_limit` (`LOCAL_PUSH_PROCESS_CONCURRENT_LIMIT`).
+        public var concurrency: Int
+        /// Approximate cap of a node's stream (`XADD MAXLEN ~`): if a node is
+        /// away long enough for this many entries to pile up, the oldest go.
+        public var maxLength: Int
+        /// Entries pending this long for another consumer (one that died) are claimed.
+        public var claimAfter: Duration
+        /// How long one `XREADGROUP` blocks waiting for entries.
+        public var block: Duration
+
+        /// Creates queue settings; defaults follow the seed (1 consumer, 10 in flight).
+        public init(consumers: Int = 1, concurrency: Int = 10, maxLength: Int = 100_000,
+                    claimAfter: Duration = .seconds(30), block: Duration = .seconds(1)) {
+            self.consumers = max(consumers, 1)
+            self.concurrency = max(concurrency, 1)
+            self.maxLength = maxLength
+            self.claimAfter = claimAfter
+            self.block = block
+        }
     }
 
     /// A Redis URL (`redis://[user:password@]host:port[/db]`), checked when the node starts.
@@ -67,6 +100,9 @@ public struct ClusterConfiguration: Sendable {
         self.ttl = .seconds(7200)
         self.defaultOpcode = .binary
         self.driver = .pubSub
+        self.queue = Queue(
+            consumers: getenv("LOCAL_PUSH_PROCESS_NUM").flatMap { Int(String(cString: $0)) } ?? 1,
+            concurrency: getenv("LOCAL_PUSH_PROCESS_CONCURRENT_LIMIT").flatMap { Int(String(cString: $0)) } ?? 10)
         self.heartbeatInterval = .seconds(2)
         self.livenessWindow = .seconds(6)
         self.redis = redisURL
@@ -99,6 +135,15 @@ struct ClusterKeys: Sendable {
     func alive(_ node: String) -> String { "\(namespace):alive:\(node)" }
     /// The set of nodes that have announced themselves.
     var nodes: String { "\(namespace):nodes" }
+
+    /// Nodes with at least one member of a room (queue driver routing).
+    func roomNodes(_ room: String) -> String { "\(namespace):room-nodes:\(room)" }
+    /// Rooms a node has members of, so a janitor can clean up after it.
+    func nodeRooms(_ node: String) -> String { "\(namespace):node-rooms:\(node)" }
+    /// A node's durable inbox (queue driver).
+    func queue(_ node: String) -> String { "\(namespace):queue:\(node)" }
+    /// The consumer group reading every node's queue.
+    var queueGroup: String { "\(namespace):workers" }
 
     func nodeChannel(_ node: String) -> String { "\(namespace):node:\(node)" }
     var allChannel: String { "\(namespace):all" }

@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 
 extension ClusterNode {
     /// Announces this node: its epoch under the heartbeat key (expiring after
@@ -6,10 +7,39 @@ extension ClusterNode {
     func heartbeat() async throws {
         let window = Int(configuration.livenessWindow.components.seconds * 1000
             + configuration.livenessWindow.components.attoseconds / 1_000_000_000_000_000)
-        try await redis.send(batch: [
-            RedisCommand("SET", .string(keys.alive(id)), .string(String(epoch, radix: 16)), "PX", .integer(window)),
+        let replies = try await redis.send(batch: [
+            RedisCommand("SET", .string(keys.alive(id)), .string(String(epoch, radix: 16)), "PX", .integer(window), "GET"),
             RedisCommand("SADD", .string(keys.nodes), .string(id)),
-        ]).throwFirstFailure()
+        ])
+        try replies.throwFirstFailure()
+        // Our heartbeat had lapsed (Redis was out of reach past the liveness
+        // window): other nodes' janitors may have removed our relations. Put them back.
+        if announced.exchange(true, ordering: .relaxed), (try? replies[0].get())?.isNull == true {
+            logger.warning("this node was considered dead; registering its connections again")
+            try await reregister()
+        }
+    }
+
+    /// Writes every local binding and room membership to Redis again.
+    func reregister() async throws {
+        let ttl = RedisArgument.integer(Int(configuration.ttl.components.seconds))
+        var commands: [RedisCommand] = []
+        for (fd, uid) in await registry.bindings() {
+            let address = distributedFD(local: Int(fd))
+            commands += [
+                RedisCommand("SADD", .string(keys.user(uid)), .string(address.description)),
+                RedisCommand("EXPIRE", .string(keys.user(uid)), ttl),
+                RedisCommand("SET", .string(keys.fd(address)), .string(uid), "EX", ttl),
+                RedisCommand("SADD", .string(keys.nodeFDs(id)), .string(address.description)),
+            ]
+        }
+        for room in await registry.localRooms() {
+            commands += [RedisCommand("SADD", .string(keys.roomNodes(room)), .string(id)),
+                         RedisCommand("SADD", .string(keys.nodeRooms(id)), .string(room))]
+        }
+        for start in stride(from: 0, to: commands.count, by: 1_000) {
+            try await redis.send(batch: Array(commands[start..<min(start + 1_000, commands.count)])).throwFirstFailure()
+        }
     }
 
     /// Heartbeats, the janitor and relation refreshes, until cancelled.
@@ -57,6 +87,7 @@ extension ClusterNode {
         for (node, value) in zip(others, alive.array ?? []) where value.isNull {
             logger.info("node is gone; removing its relations", metadata: ["dead": "\(node)"])
             try await removeRelations(ofNode: node, keepEpoch: nil)
+            try await removeRoomMemberships(ofNode: node)
             _ = try await redis.send(RedisCommand("SREM", .string(keys.nodes), .string(node)))
         }
     }
@@ -79,10 +110,18 @@ extension ClusterNode {
         _ = try await redis.send(batch: commands)
     }
 
+    /// Removes `node` from every room it had members of.
+    func removeRoomMemberships(ofNode node: String) async throws {
+        let rooms = try await redis.send(RedisCommand("SMEMBERS", .string(keys.nodeRooms(node)))).array?.compactMap(\.string) ?? []
+        guard !rooms.isEmpty else { return }
+        _ = try await redis.send(batch: roomRemovalCommands(node: node, rooms: rooms))
+    }
+
     /// At start: relations left by an earlier run of this node id (a crash) go.
     func removeStaleRelationsOfThisNode() async {
         do {
             try await removeRelations(ofNode: id, keepEpoch: epoch)
+            try await removeRoomMemberships(ofNode: id)
         } catch {
             logger.warning("could not remove relations of an earlier run", metadata: ["error": "\(error)"])
         }
@@ -93,6 +132,7 @@ extension ClusterNode {
     func leaveCluster() async {
         do {
             try await removeRelations(ofNode: id, keepEpoch: nil)
+            try await removeRoomMemberships(ofNode: id)
             _ = try await redis.send(batch: [
                 RedisCommand("DEL", .string(keys.alive(id))),
                 RedisCommand("SREM", .string(keys.nodes), .string(id)),

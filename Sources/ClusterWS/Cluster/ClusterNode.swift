@@ -46,6 +46,11 @@ public final class ClusterNode: Service, Sendable {
     let registry: LocalRegistry
     let server: WebSocketServer
     let logger: Logger
+    /// Set after the first heartbeat: a later one that finds no heartbeat key
+    /// means this node was considered dead meanwhile.
+    let announced = Atomic<Bool>(false)
+    /// SHA1 of the queue driver's routing script, once loaded.
+    let queueSHA = Mutex<String?>(nil)
     /// Set by ``abandon()``: stop without removing anything from Redis, as a crash would.
     let abandoned = Atomic<Bool>(false)
     private let closed: AsyncStream<UInt64>
@@ -144,6 +149,9 @@ public final class ClusterNode: Service, Sendable {
                 work.addTask { await self.routeMessages() }
                 work.addTask { await self.cleanUpClosedConnections() }
                 work.addTask { await self.keepAlive() }
+                if self.configuration.driver == .queue {
+                    work.addTask { await self.consumeQueue() }
+                }
                 work.addTask {
                     do { try await self.server.run() } catch {
                         self.logger.error("websocket server failed", metadata: ["error": "\(error)"])
@@ -171,9 +179,13 @@ public final class ClusterNode: Service, Sendable {
     /// Removes the relations of every connection that closes, in one task.
     private func cleanUpClosedConnections() async {
         for await fd in closed {
-            let (uid, _) = await registry.remove(fd)
-            if let uid, !abandoned.load(ordering: .relaxed) {
+            let (uid, emptiedRooms) = await registry.remove(fd)
+            guard !abandoned.load(ordering: .relaxed) else { continue }
+            if let uid {
                 await removeRelations(of: distributedFD(local: Int(fd)), uid: uid)
+            }
+            if !emptiedRooms.isEmpty {
+                _ = try? await redis.send(batch: roomRemovalCommands(node: id, rooms: emptiedRooms))
             }
         }
     }

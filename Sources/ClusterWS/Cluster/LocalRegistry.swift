@@ -28,14 +28,19 @@ actor LocalRegistry {
         entries[fd] = Entry(socket: socket)
     }
 
-    /// Removes a closed connection; returns what it was bound to.
-    func remove(_ fd: UInt64) async -> (uid: String?, rooms: Set<String>) {
+    /// Removes a closed connection; returns its uid and the rooms it was the
+    /// last local member of.
+    func remove(_ fd: UInt64) async -> (uid: String?, emptiedRooms: [String]) {
         guard let entry = entries.removeValue(forKey: fd) else { return (nil, []) }
         var gone: [String] = []
+        var emptied: [String] = []
         if let uid = entry.uid, detach(fd, from: &users, key: uid) { gone.append(keys.userChannel(uid)) }
-        for room in entry.rooms where detach(fd, from: &rooms, key: room) { gone.append(keys.roomChannel(room)) }
+        for room in entry.rooms where detach(fd, from: &rooms, key: room) {
+            gone.append(keys.roomChannel(room))
+            emptied.append(room)
+        }
         if !gone.isEmpty { try? await subscriber.unsubscribe(gone) }
-        return (entry.uid, entry.rooms)
+        return (entry.uid, emptied)
     }
 
     /// Binds `fd` to `uid` (replacing an earlier uid). Returns the earlier uid,
@@ -63,18 +68,27 @@ actor LocalRegistry {
         return uid
     }
 
-    func join(_ fd: UInt64, room: String) async throws {
+    /// Adds `fd` to `room`; `true` if it is the room's first local member.
+    func join(_ fd: UInt64, room: String) async throws -> Bool {
         guard var entry = entries[fd] else { throw ClusterError.unknownConnection(String(fd)) }
-        guard entry.rooms.insert(room).inserted else { return }
+        guard entry.rooms.insert(room).inserted else { return false }
         entries[fd] = entry
-        if attach(fd, to: &rooms, key: room) { try await subscriber.subscribe([keys.roomChannel(room)]) }
+        guard attach(fd, to: &rooms, key: room) else { return false }
+        try await subscriber.subscribe([keys.roomChannel(room)])
+        return true
     }
 
-    func leave(_ fd: UInt64, room: String) async throws {
-        guard var entry = entries[fd], entry.rooms.remove(room) != nil else { return }
+    /// Removes `fd` from `room`; `true` if it was the room's last local member.
+    func leave(_ fd: UInt64, room: String) async throws -> Bool {
+        guard var entry = entries[fd], entry.rooms.remove(room) != nil else { return false }
         entries[fd] = entry
-        if detach(fd, from: &rooms, key: room) { try await subscriber.unsubscribe([keys.roomChannel(room)]) }
+        guard detach(fd, from: &rooms, key: room) else { return false }
+        try await subscriber.unsubscribe([keys.roomChannel(room)])
+        return true
     }
+
+    /// The rooms with at least one local member.
+    func localRooms() -> [String] { Array(rooms.keys) }
 
     func uid(of fd: UInt64) -> String? { entries[fd]?.uid }
 

@@ -58,16 +58,31 @@ extension ClusterNode {
         }
     }
 
-    /// Adds a connection of this node to a room.
+    /// Adds a connection of this node to a room. The node records in Redis
+    /// that it has members of the room (for the queue driver's routing).
     public func join(_ fd: DistributedFD, room: String) async throws {
         guard fd.node == id, fd.epoch == epoch else { throw ClusterError.unknownConnection(fd.description) }
-        try await registry.join(fd.fd, room: room)
+        if try await registry.join(fd.fd, room: room) {
+            try await redis.send(batch: [
+                RedisCommand("SADD", .string(keys.roomNodes(room)), .string(id)),
+                RedisCommand("SADD", .string(keys.nodeRooms(id)), .string(room)),
+            ]).throwFirstFailure()
+        }
     }
 
     /// Removes a connection of this node from a room.
     public func leave(_ fd: DistributedFD, room: String) async throws {
         guard fd.node == id, fd.epoch == epoch else { throw ClusterError.unknownConnection(fd.description) }
-        try await registry.leave(fd.fd, room: room)
+        if try await registry.leave(fd.fd, room: room) {
+            try await redis.send(batch: roomRemovalCommands(node: id, rooms: [room])).throwFirstFailure()
+        }
+    }
+
+    func roomRemovalCommands(node: String, rooms: [String]) -> [RedisCommand] {
+        rooms.flatMap { room in
+            [RedisCommand("SREM", .string(keys.roomNodes(room)), .string(node)),
+             RedisCommand("SREM", .string(keys.nodeRooms(node)), .string(room))]
+        }
     }
 
     func removalCommands(_ fd: DistributedFD, uid: String) -> [RedisCommand] {

@@ -33,16 +33,21 @@ public struct Sender: Sendable {
         var results: [String: Int] = [:]
         var commands: [RedisCommand] = []
         var localCounts: [Int] = []
+        let sha = node.configuration.driver == .queue ? try await node.queueScriptSHA() : ""
         for uid in uids {
             let local = await node.registry.sockets(user: uid)
             FanOut.send(message, to: local)
             localCounts.append(local.isEmpty ? 0 : 1)
-            commands.append(node.publishCommand(.user(uid), message, channel: node.keys.userChannel(uid)))
+            commands.append(node.configuration.driver == .queue
+                ? node.enqueueCommand(.user(uid), message, sha: sha)
+                : node.publishCommand(.user(uid), message, channel: node.keys.userChannel(uid)))
         }
         let replies = try await node.redis.send(batch: commands)
         for (index, uid) in uids.enumerated() {
-            let subscribers = (try replies[index].get()).int ?? 0
-            results[uid] = max(subscribers - localCounts[index], 0) + localCounts[index]
+            let remote = (try replies[index].get()).int ?? 0
+            // Pub/sub counts this node too when it is subscribed; the queue script skips this node.
+            let others = node.configuration.driver == .queue ? remote : max(remote - localCounts[index], 0)
+            results[uid] = others + localCounts[index]
         }
         return results
     }
@@ -58,6 +63,9 @@ public struct Sender: Sendable {
             let local = await node.registry.sockets(fds: [fd.fd])
             FanOut.send(message, to: local)
             return !local.isEmpty
+        }
+        if node.configuration.driver == .queue {
+            return try await node.enqueue(toNode: fd.node, epoch: fd.epoch, fds: [fd.fd], message) > 0
         }
         let command = node.publishCommand(.fds(epoch: fd.epoch, [fd.fd]), message, channel: node.keys.nodeChannel(fd.node))
         return try await node.redis.send(command).int ?? 0 > 0
@@ -95,15 +103,19 @@ extension ClusterNode {
         return RedisCommand("PUBLISH", .string(channel), .bytes(envelope.encoded()))
     }
 
-    /// Local delivery first, then one PUBLISH for the other nodes. This node's
-    /// own copy of the PUBLISH is dropped by the router (it is the origin).
+    /// Local delivery first, then one PUBLISH (pub/sub driver) or one
+    /// routing-script run (queue driver) for the other nodes. With pub/sub,
+    /// this node's own copy is dropped by the router (it is the origin); the
+    /// queue script skips this node.
     func publish(_ target: Envelope.Target, _ message: WebSocketMessage, local: [WebSocket], channel: String,
                  alwaysLocal: Bool = false) async throws -> Int {
         FanOut.send(message, to: local)
+        let reachedHere = (alwaysLocal || !local.isEmpty) ? 1 : 0
+        if configuration.driver == .queue {
+            return try await runQueueScript { sha in enqueueCommand(target, message, sha: sha) } + reachedHere
+        }
         let subscribers = try await redis.send(publishCommand(target, message, channel: channel)).int ?? 0
         // This node is subscribed to user/room channels exactly while it has local members.
-        let selfSubscribed = alwaysLocal || !local.isEmpty ? 1 : 0
-        let reachedHere = (alwaysLocal || !local.isEmpty) ? 1 : 0
-        return max(subscribers - selfSubscribed, 0) + reachedHere
+        return max(subscribers - reachedHere, 0) + reachedHere
     }
 }

@@ -38,6 +38,28 @@ struct RedisRequest: Sendable {
     }
 }
 
+extension RedisRequest {
+    func fail(_ error: RedisError) {
+        switch completion {
+        case .one(let promise): promise.fail(error)
+        case .many(let promise): promise.fail(error)
+        }
+    }
+}
+
+extension Channel {
+    /// Writes a request (no flush), on the channel's event loop. A closed
+    /// channel fails it at once: once a channel is inactive its handlers may
+    /// be gone, and a request written past them would never be answered.
+    func submit(_ request: RedisRequest) {
+        guard eventLoop.inEventLoop else {
+            return eventLoop.execute { self.submit(request) }
+        }
+        guard isActive else { return request.fail(.connectionLost) }
+        write(request, promise: nil)
+    }
+}
+
 /// Matches replies to commands in FIFO order, so any number of commands can
 /// be in flight on one connection (pipelining).
 ///

@@ -90,7 +90,7 @@ package actor RedisConnection: Service, RedisReconnecting {
         let channel = try await readyChannel()
         let promise = eventLoop.makePromise(of: RedisValue.self)
         let deadline = NIODeadline.now() + (timeout ?? configuration.commandTimeout).timeAmount
-        channel.write(RedisRequest(command: command, promise: promise, deadline: deadline), promise: nil)
+        channel.submit(RedisRequest(command: command, promise: promise, deadline: deadline))
         scheduleFlush(channel)
         return try await promise.futureResult.get()
     }
@@ -105,7 +105,7 @@ package actor RedisConnection: Service, RedisReconnecting {
         let channel = try await readyChannel()
         let promise = eventLoop.makePromise(of: [RedisValue].self)
         let deadline = NIODeadline.now() + configuration.commandTimeout.timeAmount
-        channel.write(RedisRequest(batch: commands, promise: promise, deadline: deadline), promise: nil)
+        channel.submit(RedisRequest(batch: commands, promise: promise, deadline: deadline))
         scheduleFlush(channel)
         let replies: [RedisValue]
         do {

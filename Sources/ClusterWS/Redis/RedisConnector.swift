@@ -72,7 +72,7 @@ enum RedisConnector {
         let deadline = NIODeadline.now() + timeout.timeAmount
         let futures = commands.map { command in
             let promise = channel.eventLoop.makePromise(of: RedisValue.self)
-            channel.write(RedisRequest(command: command, promise: promise, deadline: deadline), promise: nil)
+            channel.submit(RedisRequest(command: command, promise: promise, deadline: deadline))
             return promise.futureResult
         }
         channel.flush()

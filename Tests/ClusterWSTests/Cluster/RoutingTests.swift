@@ -3,10 +3,11 @@ import EmbeddedRedis
 import NIOCore
 import Testing
 
-@Suite("Cluster routing across real nodes and a real Redis")
+@Suite("Cluster routing across real nodes and a real Redis, with both drivers")
 struct RoutingTests {
-    @Test func uidOnNodeBIsReachedFromNodeA() async throws {
-        try await withCluster(["a", "b"]) { cluster in
+    @Test(arguments: ClusterConfiguration.Driver.allCases)
+    func uidOnNodeBIsReachedFromNodeA(driver: ClusterConfiguration.Driver) async throws {
+        try await withCluster(["a", "b"], driver: driver) { cluster in
             let alice = try await ClusterClient.connect(cluster["b"], uid: "alice")
             let reached = try await cluster["a"].sender.send(uid: "alice", .text("hello from a"))
             #expect(reached == 1)
@@ -17,8 +18,9 @@ struct RoutingTests {
         }
     }
 
-    @Test func everyDeviceGetsExactlyOneCopy() async throws {
-        try await withCluster(["a", "b"]) { cluster in
+    @Test(arguments: ClusterConfiguration.Driver.allCases)
+    func everyDeviceGetsExactlyOneCopy(driver: ClusterConfiguration.Driver) async throws {
+        try await withCluster(["a", "b"], driver: driver) { cluster in
             let phoneA = try await ClusterClient.connect(cluster["a"], uid: "bob")
             let phoneB = try await ClusterClient.connect(cluster["b"], uid: "bob")
             let laptopB = try await ClusterClient.connect(cluster["b"], uid: "bob")
@@ -39,8 +41,9 @@ struct RoutingTests {
         }
     }
 
-    @Test func sendMultiMixesLocalAndRemoteUsers() async throws {
-        try await withCluster(["a", "b"]) { cluster in
+    @Test(arguments: ClusterConfiguration.Driver.allCases)
+    func sendMultiMixesLocalAndRemoteUsers(driver: ClusterConfiguration.Driver) async throws {
+        try await withCluster(["a", "b"], driver: driver) { cluster in
             let local = try await ClusterClient.connect(cluster["a"], uid: "u1")
             let remote = try await ClusterClient.connect(cluster["b"], uid: "u2")
             let counts = try await cluster["a"].sender.sendMulti(uids: ["u1", "u2", "nobody"], .binary(ByteBuffer(bytes: [1, 2, 3])))
@@ -52,8 +55,9 @@ struct RoutingTests {
         }
     }
 
-    @Test func sendAllReachesEveryConnectionOnEveryNodeExactlyOnce() async throws {
-        try await withCluster(["a", "b", "c"]) { cluster in
+    @Test(arguments: ClusterConfiguration.Driver.allCases)
+    func sendAllReachesEveryConnectionOnEveryNodeExactlyOnce(driver: ClusterConfiguration.Driver) async throws {
+        try await withCluster(["a", "b", "c"], driver: driver) { cluster in
             var clients: [ClusterClient] = []
             for id in ["a", "b", "c"] {
                 for index in 0..<3 {
@@ -78,8 +82,9 @@ struct RoutingTests {
         }
     }
 
-    @Test func roomsReachTheirMembersOnEveryNode() async throws {
-        try await withCluster(["a", "b"]) { cluster in
+    @Test(arguments: ClusterConfiguration.Driver.allCases)
+    func roomsReachTheirMembersOnEveryNode(driver: ClusterConfiguration.Driver) async throws {
+        try await withCluster(["a", "b"], driver: driver) { cluster in
             let memberA = try await ClusterClient.connect(cluster["a"], uid: "m1")
             let memberB = try await ClusterClient.connect(cluster["b"], uid: "m2")
             let outsider = try await ClusterClient.connect(cluster["b"], uid: "o")
@@ -98,8 +103,9 @@ struct RoutingTests {
         }
     }
 
-    @Test func oneConnectionAnywhereAndOpcodesArePreserved() async throws {
-        try await withCluster(["a", "b"]) { cluster in
+    @Test(arguments: ClusterConfiguration.Driver.allCases)
+    func oneConnectionAnywhereAndOpcodesArePreserved(driver: ClusterConfiguration.Driver) async throws {
+        try await withCluster(["a", "b"], driver: driver) { cluster in
             let target = try await ClusterClient.connect(cluster["b"], uid: "t")
             let sameUser = try await ClusterClient.connect(cluster["b"], uid: "t")
             #expect(try await cluster["a"].sender.send(to: target.fd, .binary(ByteBuffer(bytes: [0, 255]))))
@@ -119,8 +125,9 @@ struct RoutingTests {
         }
     }
 
-    @Test func afterADisconnectRelationsAreGoneAndNobodyReceives() async throws {
-        try await withCluster(["a", "b"]) { cluster in
+    @Test(arguments: ClusterConfiguration.Driver.allCases)
+    func afterADisconnectRelationsAreGoneAndNobodyReceives(driver: ClusterConfiguration.Driver) async throws {
+        try await withCluster(["a", "b"], driver: driver) { cluster in
             let leaving = try await ClusterClient.connect(cluster["b"], uid: "leaver")
             #expect(try await cluster["a"].relations.isOnline(uid: "leaver"))
             leaving.close()
@@ -132,8 +139,9 @@ struct RoutingTests {
         }
     }
 
-    @Test func aClientThatReadsNothingDoesNotDelayTheOthers() async throws {
-        try await withCluster(["a", "b"]) { cluster in
+    @Test(arguments: ClusterConfiguration.Driver.allCases)
+    func aClientThatReadsNothingDoesNotDelayTheOthers(driver: ClusterConfiguration.Driver) async throws {
+        try await withCluster(["a", "b"], driver: driver) { cluster in
             let stalled = try await ClusterClient.connect(cluster["b"], uid: "slow", receiveBuffer: 4096)
             stalled.raw.channel.setOption(.autoRead, value: false).whenComplete { _ in }
             let healthy = try await ClusterClient.connect(cluster["b"], uid: "fast")

@@ -12,11 +12,13 @@ final class TestCluster: Sendable {
     private let harnesses: [String: ServiceGroupHarness]
 
     /// Starts nodes `ids` against `redis`.
-    static func start(_ ids: [String], redis: RedisServerProcess, namespace: String = "test") async throws -> TestCluster {
+    static func start(_ ids: [String], redis: RedisServerProcess, namespace: String = "test",
+                      driver: ClusterConfiguration.Driver = .pubSub,
+                      redisURL: ((String) -> String)? = nil) async throws -> TestCluster {
         var nodes: [String: ClusterNode] = [:]
         var harnesses: [String: ServiceGroupHarness] = [:]
         for id in ids {
-            let node = try makeNode(id, redis: redis, namespace: namespace)
+            let node = try makeNode(id, redis: redis, namespace: namespace, driver: driver, redisURL: redisURL?(id))
             let harness = ServiceGroupHarness(node)
             try await harness.start()
             _ = try await node.waitUntilListening()
@@ -32,11 +34,14 @@ final class TestCluster: Sendable {
         self.harnesses = harnesses
     }
 
-    static func makeNode(_ id: String, redis: RedisServerProcess, namespace: String = "test") throws -> ClusterNode {
+    static func makeNode(_ id: String, redis: RedisServerProcess, namespace: String = "test",
+                         driver: ClusterConfiguration.Driver = .pubSub, redisURL: String? = nil) throws -> ClusterNode {
         var configuration = ClusterConfiguration(
-            redisURL: .init(redis.url), serverID: id, namespace: namespace,
+            redisURL: .init(redisURL ?? redis.url), serverID: id, namespace: namespace,
             webSocket: WebSocketServerConfiguration(keepalive: .disabled, closeTimeout: .seconds(1),
                                                    maxOutboundBufferBytes: 512 * 1024))
+        configuration.driver = driver
+        configuration.queue.block = .milliseconds(200)
         configuration.heartbeatInterval = .milliseconds(100)
         configuration.livenessWindow = .milliseconds(600)
         var logger = Logger(label: "test.node")
@@ -87,11 +92,11 @@ struct ClusterClient {
 
 /// Runs `body` with a fresh redis-server and a cluster of `ids`, then stops everything.
 func withCluster<T: Sendable>(
-    _ ids: [String], namespace: String = "test",
+    _ ids: [String], namespace: String = "test", driver: ClusterConfiguration.Driver = .pubSub,
     _ body: @escaping @Sendable (TestCluster) async throws -> T
 ) async throws -> T {
     try await withRedisServer { redis in
-        let cluster = try await TestCluster.start(ids, redis: redis, namespace: namespace)
+        let cluster = try await TestCluster.start(ids, redis: redis, namespace: namespace, driver: driver)
         do {
             let result = try await within(.seconds(60), "the cluster test") { try await body(cluster) }
             await cluster.stopAll()

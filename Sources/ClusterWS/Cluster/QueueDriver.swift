@@ -1,0 +1,204 @@
+import Logging
+import NIOCore
+import Synchronization
+
+/// The queue driver: every node has a durable inbox, a Redis Stream read
+/// through a consumer group. Sends route to the streams of the nodes that
+/// need them in one round trip (a Lua script, loaded once and run with
+/// EVALSHA); consumers acknowledge an entry only after it was handed to the
+/// sockets. At-least-once: an entry read but not acknowledged when a
+/// consumer's connection drops is read again (so duplicates are bounded by
+/// consumers × concurrency per outage).
+enum QueueScript {
+    /// ARGV: namespace, mode (user|room|all|node), target, self node, maxlen,
+    /// envelope, user key, target epoch (node mode).
+    /// Returns how many node streams got the entry.
+    static let source = """
+    local ns, mode, target, self, maxlen, env = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+    local epochs = {}
+    if mode == 'user' then
+      for _, fd in ipairs(redis.call('SMEMBERS', ARGV[7])) do
+        local node, epoch = string.match(fd, '^(.*)#(%x+)#%d+$')
+        if node then epochs[node] = epoch end
+      end
+    elseif mode == 'node' then
+      epochs[target] = ARGV[8]
+    else
+      local set = (mode == 'room') and (ns .. ':room-nodes:' .. target) or (ns .. ':nodes')
+      for _, node in ipairs(redis.call('SMEMBERS', set)) do
+        local epoch = redis.call('GET', ns .. ':alive:' .. node)
+        if epoch then epochs[node] = epoch end
+      end
+    end
+    local count = 0
+    for node, epoch in pairs(epochs) do
+      if node ~= self then
+        redis.call('XADD', ns .. ':queue:' .. node, 'MAXLEN', '~', maxlen, '*', 'epoch', epoch, 'env', env)
+        count = count + 1
+      end
+    end
+    return count
+    """
+}
+
+extension ClusterNode {
+    /// Routes an envelope to the other nodes' streams; returns how many got it.
+    func enqueueCommand(_ target: Envelope.Target, _ message: WebSocketMessage, sha: String) -> RedisCommand {
+        let envelope = Envelope(target: target, kind: message.kind, originNode: id, originEpoch: epoch, payload: message.data)
+        let (mode, name, userKey, targetEpoch): (String, String, String, String) = switch target {
+        case .user(let uid): ("user", uid, keys.user(uid), "")
+        case .room(let room): ("room", room, "", "")
+        case .all: ("all", "", "", "")
+        case .fds: ("node", "", "", "")
+        }
+        return RedisCommand("EVALSHA", arguments: [
+            .string(sha), 0, .string(keys.namespace), .string(mode), .string(name), .string(id),
+            .integer(configuration.queue.maxLength), .bytes(envelope.encoded()), .string(userKey), .string(targetEpoch),
+        ])
+    }
+
+    /// `EVALSHA`, loading the script first (and again after a Redis restart: NOSCRIPT).
+    func runQueueScript(_ make: (String) -> RedisCommand) async throws -> Int {
+        let sha = try await queueScriptSHA()
+        do {
+            return try await redis.send(make(sha)).int ?? 0
+        } catch RedisError.reply(let message) where message.hasPrefix("NOSCRIPT") {
+            queueSHA.withLock { $0 = nil }
+            return try await redis.send(make(try await queueScriptSHA())).int ?? 0
+        }
+    }
+
+    func queueScriptSHA() async throws -> String {
+        if let sha = queueSHA.withLock({ $0 }) { return sha }
+        let sha = try await redis.send(RedisCommand("SCRIPT", "LOAD", .string(QueueScript.source))).string ?? ""
+        queueSHA.withLock { $0 = sha }
+        return sha
+    }
+
+    /// Sends to a remote node's stream for one connection (`send(to:)`).
+    func enqueue(toNode node: String, epoch targetEpoch: UInt64, fds: [UInt64], _ message: WebSocketMessage) async throws -> Int {
+        let envelope = Envelope(target: .fds(epoch: targetEpoch, fds), kind: message.kind, originNode: id, originEpoch: epoch,
+                                payload: message.data)
+        let hex = String(targetEpoch, radix: 16)
+        let epochText = String(repeating: "0", count: 16 - hex.count) + hex
+        return try await runQueueScript { sha in
+            RedisCommand("EVALSHA", arguments: [
+                .string(sha), 0, .string(keys.namespace), "node", .string(node), .string(id),
+                .integer(configuration.queue.maxLength), .bytes(envelope.encoded()), "", .string(epochText),
+            ])
+        }
+    }
+
+    /// The consumers of this node's stream, until cancelled.
+    func consumeQueue() async {
+        await withTaskGroup(of: Void.self) { group in
+            for index in 0..<configuration.queue.consumers {
+                group.addTask { await self.consume(name: "\(self.id):\(index)") }
+            }
+        }
+    }
+
+    /// One consumer: its own pending entries first (after a start or a
+    /// reconnect), then new ones; entries idle too long for others are claimed.
+    private func consume(name: String) async {
+        var redisConfiguration = redis.configuration
+        redisConfiguration.commandTimeout = configuration.queue.block + .seconds(5)
+        redisConfiguration.disconnectedCommandWait = .seconds(1)
+        let connection = RedisConnection(configuration: redisConfiguration, eventLoop: redis.eventLoop, logger: logger)
+        let stream = keys.queue(id)
+        let clock = ContinuousClock()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await connection.runUntilShutdown() }
+            var readPending = true
+            var groupReady = false
+            var lastClaim = clock.now
+            while !Task.isCancelled {
+                do {
+                    if !groupReady {
+                        do {
+                            _ = try await connection.send(RedisCommand(
+                                "XGROUP", "CREATE", .string(stream), .string(keys.queueGroup), "0", "MKSTREAM"))
+                        } catch RedisError.reply(let message) where message.hasPrefix("BUSYGROUP") {}
+                        groupReady = true
+                    }
+                    var entries: [QueueEntry]
+                    if clock.now - lastClaim >= configuration.queue.claimAfter {
+                        lastClaim = clock.now
+                        let claimed = try await connection.send(RedisCommand(
+                            "XAUTOCLAIM", .string(stream), .string(keys.queueGroup), .string(name),
+                            .integer(Int(configuration.queue.claimAfter.components.seconds * 1000)), "0-0",
+                            "COUNT", .integer(configuration.queue.concurrency)))
+                        entries = QueueEntry.parse(claimed.array?.dropFirst().first ?? .null)
+                        if !entries.isEmpty { try await deliver(entries, connection: connection, stream: stream) }
+                    }
+                    let blockMillis = Int(configuration.queue.block.components.seconds * 1000
+                        + configuration.queue.block.components.attoseconds / 1_000_000_000_000_000)
+                    // Own pending entries ("0") are returned at once; new ones (">") are waited for.
+                    let wait: [RedisArgument] = readPending ? [] : ["BLOCK", .integer(blockMillis)]
+                    let reply = try await connection.send(RedisCommand(
+                        "XREADGROUP", arguments: ["GROUP", .string(keys.queueGroup), .string(name),
+                                                  "COUNT", .integer(configuration.queue.concurrency)] + wait
+                            + ["STREAMS", .string(stream), readPending ? "0" : ">"]))
+                    entries = QueueEntry.parse(streamReply: reply)
+                    if readPending && entries.isEmpty { readPending = false }
+                    if !entries.isEmpty { try await deliver(entries, connection: connection, stream: stream) }
+                } catch {
+                    if Task.isCancelled { break }
+                    readPending = true  // after a reconnect, unacknowledged entries come first
+                    groupReady = false  // Redis may have restarted without the group
+                    logger.debug("queue consumer retrying", metadata: ["consumer": "\(name)", "error": "\(error)"])
+                    try? await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            await connection.shutdown()
+        }
+    }
+
+    /// Hands entries to the sockets, then acknowledges them all at once.
+    private func deliver(_ entries: [QueueEntry], connection: RedisConnection, stream: String) async throws {
+        for entry in entries {
+            guard let epochText = entry.epoch, UInt64(epochText, radix: 16) == epoch else {
+                statistics.add("stale")
+                continue  // for an earlier run's connections: acknowledged, never delivered
+            }
+            do {
+                await route(try Envelope(decoding: entry.envelope))
+            } catch {
+                statistics.add("garbage")
+                logger.warning("dropped a queue entry that is not an envelope", metadata: ["id": "\(entry.id)"])
+            }
+        }
+        _ = try await connection.send(RedisCommand(
+            "XACK", arguments: [.string(stream), .string(keys.queueGroup)] + entries.map { .string($0.id) }))
+    }
+}
+
+/// One stream entry of a node's queue.
+struct QueueEntry {
+    var id: String
+    var epoch: String?
+    var envelope: ByteBuffer
+
+    /// `XREADGROUP` reply: [[stream, [[id, [field, value, …]], …]]].
+    static func parse(streamReply reply: RedisValue) -> [QueueEntry] {
+        guard let streams = reply.array, let first = streams.first?.array, first.count == 2 else { return [] }
+        return parse(first[1])
+    }
+
+    /// A list of [id, [field, value, …]] (deleted entries have a nil field list).
+    static func parse(_ list: RedisValue) -> [QueueEntry] {
+        (list.array ?? []).compactMap { item in
+            guard let pair = item.array, pair.count == 2, let id = pair[0].string else { return nil }
+            let fields = pair[1].array ?? []
+            var entry = QueueEntry(id: id, epoch: nil, envelope: ByteBuffer())
+            for index in stride(from: 0, to: fields.count - 1, by: 2) {
+                switch fields[index].string {
+                case "epoch": entry.epoch = fields[index + 1].string
+                case "env": entry.envelope = fields[index + 1].buffer ?? ByteBuffer()
+                default: break
+                }
+            }
+            return entry
+        }
+    }
+}
