@@ -129,7 +129,9 @@ final class ServiceGroupHarness: Sendable {
     private let task = Mutex<Task<Void, any Error>?>(nil)
 
     init(_ services: any Service...) {
-        group = ServiceGroup(configuration: .init(services: services, logger: Logger(label: "test.services")))
+        var logger = Logger(label: "test.services")
+        logger.logLevel = .error
+        group = ServiceGroup(configuration: .init(services: services, logger: logger))
     }
 
     func start() async throws {
