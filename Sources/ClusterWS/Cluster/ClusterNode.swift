@@ -139,11 +139,19 @@ public final class ClusterNode: Service, Sendable {
             // Redis stays up through the graceful shutdown: relations are removed after the sockets close.
             services.addTask { await self.redis.runUntilShutdown() }
             services.addTask { await self.subscriber.runUntilShutdown() }
-            try await redis.waitUntilConnected(timeout: configuration.webSocket.handshakeTimeout)
-            try await subscriber.waitUntilConnected(timeout: configuration.webSocket.handshakeTimeout)
-            try await subscriber.subscribe([keys.nodeChannel(id), keys.allChannel])
-            await removeStaleRelationsOfThisNode()
-            try await heartbeat()
+            do {
+                try await redis.waitUntilConnected(timeout: configuration.webSocket.handshakeTimeout)
+                try await subscriber.waitUntilConnected(timeout: configuration.webSocket.handshakeTimeout)
+                try await subscriber.subscribe([keys.nodeChannel(id), keys.allChannel])
+                await removeStaleRelationsOfThisNode()
+                try await heartbeat()
+            } catch {
+                logger.error("could not join the cluster", metadata: ["error": "\(error)"])
+                server.failListeningWaiters(error)
+                await subscriber.shutdown()
+                await redis.shutdown()
+                throw error
+            }
 
             await withTaskGroup(of: Void.self) { work in
                 work.addTask { await self.routeMessages() }

@@ -106,6 +106,13 @@ public final class WebSocketServer: Service, Sendable {
         }
     }
 
+    /// Fails everyone waiting in ``waitUntilListening()``: the server will
+    /// not listen (its owner stopped before starting it).
+    package func failListeningWaiters(_ error: any Error) {
+        let waiters = state.withLock { state in defer { state.portWaiters = [] }; return state.portWaiters }
+        for waiter in waiters { waiter.resume(throwing: error) }
+    }
+
     /// Open connections right now.
     public var connectionCount: Int { connections.count }
 

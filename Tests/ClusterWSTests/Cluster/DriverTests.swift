@@ -6,28 +6,52 @@ import Testing
 
 @Suite("Delivery guarantees of the two drivers")
 struct DriverTests {
-    /// Node b reaches Redis through a proxy the test cuts for a while; node a
-    /// sends `count` messages to b's user meanwhile. Returns how many arrived.
+    /// Node b logs in to Redis as its own ACL user; the test switches that
+    /// user off and kills its connections, so b (and only b) is cut off Redis
+    /// until the user is switched on again.
+    struct Outage {
+        let admin: RedisConnection
+
+        static func prepare(_ redis: RedisServerProcess, admin: RedisConnection) async throws -> Outage {
+            _ = try await admin.send(RedisCommand("ACL", "SETUSER", "nodeb", "on", ">secret", "~*", "&*", "+@all"))
+            return Outage(admin: admin)
+        }
+
+        static func url(_ redis: RedisServerProcess) -> String { "redis://nodeb:secret@127.0.0.1:\(redis.port)" }
+
+        func cut() async throws {
+            _ = try await admin.send(RedisCommand("ACL", "SETUSER", "nodeb", "off"))
+            _ = try await admin.send(RedisCommand("CLIENT", "KILL", "USER", "nodeb"))
+        }
+
+        func restore() async throws {
+            _ = try await admin.send(RedisCommand("ACL", "SETUSER", "nodeb", "on"))
+        }
+    }
+
+    /// Node b is cut off Redis while node a sends `count` messages to b's
+    /// user. Returns how many of them arrived.
     private func messagesDeliveredAcrossAnOutage(driver: ClusterConfiguration.Driver, count: Int) async throws -> Int {
         try await withRedisServer { redis in
-            let proxy = try await TCPProxy.start(to: redis.port)
-            defer { proxy.stop() }
             let a = try Self.node("a", redis: redis, url: redis.url, driver: driver)
-            let b = try Self.node("b", redis: redis, url: "redis://127.0.0.1:\(proxy.port)", driver: driver)
-            let nodes = ServiceGroupHarness(a, b)
-            try await nodes.start()
-            defer { Task { try? await nodes.shutdownGracefully() } }
+            let nodeA = ServiceGroupHarness(a)
+            try await nodeA.start()
+            try await a.redis.waitUntilConnected(timeout: .seconds(5))
+            let outage = try await Outage.prepare(redis, admin: a.redis)
+            let b = try Self.node("b", redis: redis, url: Outage.url(redis), driver: driver)
+            let nodeB = ServiceGroupHarness(b)
+            try await nodeB.start()
             let client = try await ClusterClient.connect(b, uid: "offline-for-a-while")
             #expect(try await a.sender.send(uid: "offline-for-a-while", .text("before")) == 1)
             #expect(try await client.next().text == "before")
 
             let subscriptions = await b.subscriber.connectionCount
-            proxy.cut()  // b loses Redis: its subscriber and its queue consumer are cut off
+            try await outage.cut()  // b loses Redis: its subscriber and its queue consumer are cut off
             try await within(.seconds(5), "b to notice") { await b.subscriber.waitUntilDisconnected() }
             for index in 0..<count {
                 _ = try await a.sender.send(uid: "offline-for-a-while", .text("m\(index)"))
             }
-            proxy.restore()
+            try await outage.restore()
             try await b.subscriber.waitUntilConnected(after: subscriptions, timeout: .seconds(10))
             _ = try await a.sender.send(uid: "offline-for-a-while", .text("after"))
 
@@ -42,6 +66,8 @@ struct DriverTests {
             #expect(distinct.isSubset(of: Set((0..<count).map { "m\($0)" })))
             let duplicates = seen.count - distinct.count
             print("driver \(driver): \(distinct.count) of \(count) messages sent during the outage arrived, \(duplicates) duplicates")
+            try await nodeB.shutdownGracefully()
+            try await nodeA.shutdownGracefully()
             return distinct.count
         }
     }
@@ -78,25 +104,25 @@ struct DriverTests {
 
     @Test func aRestartedNodePicksUpItsPendingEntriesButNeverHandsThemToANewConnection() async throws {
         try await withRedisServer { redis in
-            let proxy = try await TCPProxy.start(to: redis.port)
-            defer { proxy.stop() }
             let a = try Self.node("a", redis: redis, url: redis.url, driver: .queue)
-            let b = try Self.node("b", redis: redis, url: "redis://127.0.0.1:\(proxy.port)", driver: .queue)
             let nodeA = ServiceGroupHarness(a)
-            let nodeB = ServiceGroupHarness(b)
             try await nodeA.start()
+            try await a.redis.waitUntilConnected(timeout: .seconds(5))
+            let outage = try await Outage.prepare(redis, admin: a.redis)
+            let b = try Self.node("b", redis: redis, url: Outage.url(redis), driver: .queue)
+            let nodeB = ServiceGroupHarness(b)
             try await nodeB.start()
             let old = try await ClusterClient.connect(b, uid: "u")
 
             // Entries pile up in b's stream while b cannot read them; then b dies.
-            proxy.cut()
+            try await outage.cut()
             for index in 0..<20 { _ = try await a.sender.send(uid: "u", .text("old \(index)")) }
             let stream = try await a.redis.send(RedisCommand("XLEN", "test:queue:b")).int ?? 0
             #expect(stream >= 20)
             b.abandon()
             try await within(.seconds(10), "b to stop") { try await nodeB.shutdownGracefully() }
             old.close()
-            proxy.restore()
+            try await outage.restore()
 
             // b again, same id, new epoch; the same user connects anew.
             let b2 = try Self.node("b", redis: redis, url: redis.url, driver: .queue)
