@@ -1,0 +1,286 @@
+import ArgumentParser
+import ClusterWS
+import EmbeddedRedis
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// Cross-node unicast with each delivery driver: receivers on node b, senders
+/// calling `sender.send(uid:)` on node a; delivered msgs/s and end-to-end
+/// latency (from the send call until the receiving client has parsed the frame).
+struct DriverBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "drivers",
+        abstract: "Cross-node unicast throughput and latency of the pub/sub and queue drivers.")
+
+    @Option(help: "Receiving clients on node b (distinct uids).")
+    var receivers = 100
+
+    @Option(help: "Messages in the loaded run.")
+    var messages = 100_000
+
+    @Option(help: "Concurrent senders on node a in the loaded run.")
+    var senders = 50
+
+    @Option(help: "Messages in the light run (one sender, one at a time).")
+    var lightMessages = 2_000
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .error
+            return handler
+        }
+        var table = ResultTable(
+            title: "Cross-node unicast, \(receivers) receivers on node b, sends from node a (\(messages) msgs loaded, \(senders) senders)",
+            columns: ["driver", "guarantee", "loaded msgs/s", "loaded p50 ms", "loaded p99 ms", "light p50 ms", "light p99 ms", "received"])
+        for driver in ClusterConfiguration.Driver.allCases {
+            let redis = try await RedisEndpoint.fromEnvironment()
+            defer { redis.embedded?.terminate() }
+            progress("\(driver): starting two nodes")
+            let result = try await measure(driver, redisURL: redis.url)
+            table.add("\(driver)", driver == .queue ? "at-least-once" : "at-most-once", result.rate.grouped,
+                      result.loaded.p50.fixed(2), result.loaded.p99.fixed(2), result.light.p50.fixed(2), result.light.p99.fixed(2),
+                      "\(result.received)/\(messages + lightMessages)")
+        }
+        table.notes = [
+            "loaded: \(senders) tasks on node a each await sender.send(uid:) in turn, uids round-robin; msgs/s from the first send",
+            "until the last frame is parsed by its client. light: one sender, one message at a time.",
+            "Latency: from the send call to the frame parsed by the receiving client (same process, monotonic clock).",
+            "Both nodes, Redis and the clients share this 2-core machine.",
+        ]
+        print(json ? table.json() : table.render())
+    }
+
+    struct Percentiles { var p50: Double; var p99: Double }
+
+    private func measure(_ driver: ClusterConfiguration.Driver, redisURL: String)
+        async throws -> (rate: Double, loaded: Percentiles, light: Percentiles, received: Int)
+    {
+        func node(_ id: String) throws -> ClusterNode {
+            var configuration = ClusterConfiguration(redisURL: .init(redisURL), serverID: id, namespace: "bench",
+                                                     webSocket: .init(keepalive: .disabled))
+            configuration.driver = driver
+            configuration.queue.concurrency = 256
+            var logger = Logger(label: "bench.node")
+            logger.logLevel = .error
+            let node = try ClusterNode(configuration: configuration, logger: logger)
+            node.webSocket("/ws", authenticate: { $0.queryParameter("uid") })
+            return node
+        }
+        let a = try node("a"), b = try node("b")
+        let group = ServiceGroup(configuration: .init(services: [a, b], logger: Logger(label: "bench")))
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            defer { Task { await group.triggerGracefulShutdown() } }
+            let port = try await b.waitUntilListening()
+            _ = try await a.waitUntilListening()
+            let latencies = LatencyLog()
+            var clients: [any Channel] = []
+            for index in 0..<receivers {
+                clients.append(try await LatencyClient.connect(port: port, path: "/ws?uid=r\(index)", log: latencies))
+            }
+            // Wait until every receiver is bound (visible from node a).
+            for index in 0..<receivers {
+                while try await !a.relations.isOnline(uid: "r\(index)") { try await Task.sleep(for: .milliseconds(5)) }
+            }
+
+            progress("\(driver): loaded run, \(messages) messages")
+            latencies.reset(expecting: messages)
+            let clock = ContinuousClock()
+            let start = clock.now
+            try await withThrowingTaskGroup(of: Void.self) { sends in
+                for sender in 0..<senders {
+                    sends.addTask {
+                        var index = sender
+                        while index < messages {
+                            _ = try await a.sender.send(uid: "r\(index % receivers)", .binary(LatencyClient.stamp()))
+                            index += senders
+                        }
+                    }
+                }
+                try await sends.waitForAll()
+            }
+            let complete = await latencies.done(within: .seconds(60))
+            let rate = Double(latencies.count) / (clock.now - start).seconds
+            if !complete { progress("\(driver): only \(latencies.count) of \(messages) arrived") }
+            let loaded = latencies.percentiles()
+            let receivedLoaded = latencies.count
+
+            progress("\(driver): light run, \(lightMessages) messages")
+            latencies.reset(expecting: lightMessages)
+            for index in 0..<lightMessages {
+                let before = latencies.count
+                _ = try await a.sender.send(uid: "r\(index % receivers)", .binary(LatencyClient.stamp()))
+                await latencies.waitBeyond(before)
+            }
+            let light = latencies.percentiles()
+            for client in clients { client.close(promise: nil) }
+            return (rate, loaded, light, receivedLoaded + latencies.count)
+        }
+    }
+}
+
+/// Latencies in milliseconds, and a count that a run can wait on.
+final class LatencyLog: Sendable {
+    private struct State {
+        var values: [Double] = []
+        var expected = 0
+        var waiter: CheckedContinuation<Void, Never>?
+        var beyond: (Int, CheckedContinuation<Void, Never>)?
+    }
+    private let state = Mutex(State())
+
+    func reset(expecting count: Int) {
+        state.withLock { state in
+            state.values = []
+            state.values.reserveCapacity(count)
+            state.expected = count
+        }
+    }
+
+    func record(_ milliseconds: Double) {
+        let (waiter, beyond) = state.withLock { state -> (CheckedContinuation<Void, Never>?, CheckedContinuation<Void, Never>?) in
+            state.values.append(milliseconds)
+            var done: CheckedContinuation<Void, Never>?
+            if state.values.count >= state.expected { done = state.waiter; state.waiter = nil }
+            var next: CheckedContinuation<Void, Never>?
+            if let (after, continuation) = state.beyond, state.values.count > after { next = continuation; state.beyond = nil }
+            return (done, next)
+        }
+        waiter?.resume()
+        beyond?.resume()
+    }
+
+    var count: Int { state.withLock { $0.values.count } }
+
+    func done(within limit: Duration) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await withCheckedContinuation { continuation in
+                    let ready = self.state.withLock { state -> Bool in
+                        if state.values.count >= state.expected { return true }
+                        state.waiter = continuation
+                        return false
+                    }
+                    if ready { continuation.resume() }
+                }
+                return true
+            }
+            group.addTask { try? await Task.sleep(for: limit); return false }
+            let first = await group.next() ?? false
+            if !first {
+                let waiter = state.withLock { state in defer { state.waiter = nil }; return state.waiter }
+                waiter?.resume()
+            }
+            group.cancelAll()
+            return first
+        }
+    }
+
+    /// Waits until more than `count` values are recorded.
+    func waitBeyond(_ count: Int) async {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> Bool in
+                if state.values.count > count { return true }
+                state.beyond = (count, continuation)
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    func percentiles() -> DriverBenchmark.Percentiles {
+        let sorted = state.withLock { $0.values }.sorted()
+        guard !sorted.isEmpty else { return .init(p50: .nan, p99: .nan) }
+        func at(_ q: Double) -> Double { sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
+        return .init(p50: at(0.5), p99: at(0.99))
+    }
+}
+
+/// A receiving client that reads an 8-byte send timestamp from each binary frame.
+enum LatencyClient {
+    static func now() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
+
+    static func stamp() -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(now())
+        buffer.writeBytes([UInt8](repeating: 0x61, count: 56))  // 64-byte payload
+        return buffer
+    }
+
+    static func connect(port: Int, path: String, log: LatencyLog) async throws -> any Channel {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let upgraded = loop.makePromise(of: Void.self)
+        let channel = try await ClientBootstrap(group: loop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(Handler(log: log, upgraded: upgraded))
+                }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        let request = "GET \(path) HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        try await channel.writeAndFlush(ByteBuffer(string: request))
+        try await upgraded.futureResult.get()
+        return channel
+    }
+
+    final class Handler: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        let log: LatencyLog
+        let upgraded: EventLoopPromise<Void>
+        var pending = ByteBuffer()
+        var handshakeDone = false
+
+        init(log: LatencyLog, upgraded: EventLoopPromise<Void>) {
+            self.log = log
+            self.upgraded = upgraded
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            var incoming = unwrapInboundIn(data)
+            pending.writeBuffer(&incoming)
+            if !handshakeDone {
+                let view = pending.readableBytesView
+                guard let end = view.firstRange(of: [13, 10, 13, 10]) else { return }
+                pending.moveReaderIndex(forwardBy: view.distance(from: view.startIndex, to: end.upperBound))
+                handshakeDone = true
+                upgraded.succeed()
+            }
+            let arrived = LatencyClient.now()
+            while pending.readableBytes >= 2 {
+                let start = pending.readerIndex
+                let first = pending.getInteger(at: start, as: UInt8.self)!
+                let short = Int(pending.getInteger(at: start + 1, as: UInt8.self)! & 0x7F)
+                let headerSize = short < 126 ? 2 : (short == 126 ? 4 : 10)
+                guard pending.readableBytes >= headerSize else { break }
+                let length = short < 126 ? short
+                    : short == 126 ? Int(pending.getInteger(at: start + 2, as: UInt16.self)!)
+                    : Int(pending.getInteger(at: start + 2, as: UInt64.self)!)
+                guard pending.readableBytes >= headerSize + length else { break }
+                if first & 0x0F == 2, length >= 8, let sent = pending.getInteger(at: start + headerSize, as: UInt64.self) {
+                    log.record(Double(arrived &- sent) / 1e6)
+                }
+                pending.moveReaderIndex(forwardBy: headerSize + length)
+            }
+            pending.discardReadBytes()
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            upgraded.fail(error)
+            context.close(promise: nil)
+        }
+    }
+}
