@@ -31,6 +31,9 @@ public struct ClusterConfiguration: Sendable {
     public var driver: Driver
     /// Queue driver settings.
     public var queue: Queue
+    /// Live connections one uid may hold across the cluster; past it, upgrades
+    /// get HTTP 429.
+    public var maxConnectionsPerUser: Int
     /// How often a node announces it is alive.
     public var heartbeatInterval: Duration
     /// A node silent for this long is dead: its relations are removed.
@@ -100,6 +103,7 @@ public struct ClusterConfiguration: Sendable {
         self.ttl = .seconds(7200)
         self.defaultOpcode = .binary
         self.driver = .pubSub
+        self.maxConnectionsPerUser = 64
         self.queue = Queue(
             consumers: getenv("LOCAL_PUSH_PROCESS_NUM").flatMap { Int(String(cString: $0)) } ?? 1,
             concurrency: getenv("LOCAL_PUSH_PROCESS_CONCURRENT_LIMIT").flatMap { Int(String(cString: $0)) } ?? 10)

@@ -95,9 +95,13 @@ public final class ClusterNode: Service, Sendable {
         onOpen: @escaping @Sendable (ClusterSocket) async -> Void = { _ in }
     ) {
         let closedContinuation = self.closedContinuation
+        let limit = configuration.maxConnectionsPerUser
         server.addRoute(path) { request in
-            let uid = try await authenticate(request)
-            return .accept(attributes: uid.map { ["uid": $0] } ?? [:])
+            guard let uid = try await authenticate(request) else { return .accept() }
+            if try await self.relations.findUserFDs(uid: uid).count >= limit {
+                return .tooManyRequests("user \(uid) already has \(limit) connections")
+            }
+            return .accept(attributes: ["uid": uid])
         } onClose: { socket, _ in
             closedContinuation.yield(UInt64(socket.id))
         } onOpen: { socket in

@@ -13,6 +13,10 @@ package enum HandshakeRejection: Error, Equatable {
     case forbidden(String)
     /// 401: authentication failed.
     case unauthorized(String)
+    /// 429: a limit on the client (too many connections for this user).
+    case tooManyRequests(String)
+    /// 503: the server is at its connection limit, or shutting down.
+    case unavailable(String)
 
     package var status: HTTPResponseStatus {
         switch self {
@@ -21,12 +25,15 @@ package enum HandshakeRejection: Error, Equatable {
         case .notFound: return .notFound
         case .forbidden: return .forbidden
         case .unauthorized: return .unauthorized
+        case .tooManyRequests: return .tooManyRequests
+        case .unavailable: return .serviceUnavailable
         }
     }
 
     package var reason: String {
         switch self {
-        case .badRequest(let why), .upgradeRequired(let why), .forbidden(let why), .unauthorized(let why): return why
+        case .badRequest(let why), .upgradeRequired(let why), .forbidden(let why), .unauthorized(let why),
+             .tooManyRequests(let why), .unavailable(let why): return why
         case .notFound: return "no WebSocket route at this path"
         }
     }

@@ -121,6 +121,10 @@ public actor WebSocket {
         return true
     }
 
+    func countRateLimitClose() {
+        counters.rateLimitCloses.add(1, ordering: .relaxed)
+    }
+
     func writabilityChanged(isWritable: Bool) {
         if isWritable { unwritableBytes = 0 }
     }
@@ -171,4 +175,5 @@ public struct WebSocketRequest: Sendable {
 /// Counters shared by a server's connections.
 final class TransportCounters: Sendable {
     let slowConsumerCloses = Atomic<Int>(0)
+    let rateLimitCloses = Atomic<Int>(0)
 }

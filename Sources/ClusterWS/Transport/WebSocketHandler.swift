@@ -16,6 +16,9 @@ final class WebSocketHandler: ChannelInboundHandler {
     private var closeTimer: Scheduled<Void>?
     private var awaitingPong = false
     private var heardFromPeer = false
+    /// Inbound rate limit: a token bucket refilled at `maxMessagesPerSecond`.
+    private var tokens: Double
+    private var refilled = NIODeadline.now()
 
     init(socket: WebSocket, configuration: WebSocketServerConfiguration,
          onClose: @escaping (WebSocket, WebSocketCloseCode) -> Void) {
@@ -23,6 +26,19 @@ final class WebSocketHandler: ChannelInboundHandler {
         self.configuration = configuration
         self.onClose = onClose
         self.machine = WebSocketStateMachine(maxMessageSize: configuration.maxMessageSize)
+        self.tokens = Double((configuration.maxMessagesPerSecond ?? 0) * 2)
+    }
+
+    /// Takes a token for one inbound message; `false` when the client is too fast.
+    private func withinRate() -> Bool {
+        guard let rate = configuration.maxMessagesPerSecond else { return true }
+        let now = NIODeadline.now()
+        let elapsed = Double((now - refilled).nanoseconds) / 1e9
+        refilled = now
+        tokens = min(Double(rate * 2), tokens + elapsed * Double(rate))
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -77,6 +93,10 @@ final class WebSocketHandler: ChannelInboundHandler {
         case .none:
             break
         case .deliver(let message):
+            guard withinRate() else {
+                socket.assumeIsolated { $0.countRateLimitClose() }
+                return perform(machine.fail(.policyViolation, "rate limit"), context: context)
+            }
             if socket.inbound.append(message) {
                 context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
             }

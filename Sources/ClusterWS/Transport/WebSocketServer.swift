@@ -119,6 +119,9 @@ public final class WebSocketServer: Service, Sendable {
     /// Clients closed with 1008 because they read too slowly.
     public var slowConsumerCloses: Int { counters.slowConsumerCloses.load(ordering: .relaxed) }
 
+    /// Clients closed with 1008 because they sent faster than `maxMessagesPerSecond`.
+    public var rateLimitCloses: Int { counters.rateLimitCloses.load(ordering: .relaxed) }
+
     /// Binds, serves until cancelled or shut down gracefully, then closes every
     /// connection with 1001 and returns.
     public func run() async throws {
@@ -230,7 +233,10 @@ public final class WebSocketServer: Service, Sendable {
             return eventLoop.makeFailedFuture(rejection)
         }
         guard let route else { return reject(.notFound) }
-        guard !shuttingDown else { return reject(.forbidden("server shutting down")) }
+        guard !shuttingDown else { return reject(.unavailable("server shutting down")) }
+        guard connections.count < configuration.maxConnections else {
+            return reject(.unavailable("server at its connection limit"))
+        }
         if let allowed = configuration.allowedOrigins {
             let origin = head.headers["origin"].first
             guard let origin, allowed.contains(origin) else { return reject(.forbidden("origin not allowed")) }
@@ -247,7 +253,11 @@ public final class WebSocketServer: Service, Sendable {
                     handshake.value.attributes = attributes
                     return headers
                 case .reject(let status, let reason):
-                    let rejection: HandshakeRejection = status == .unauthorized ? .unauthorized(reason) : .forbidden(reason)
+                    let rejection: HandshakeRejection = switch status {
+                    case .unauthorized: .unauthorized(reason)
+                    case .tooManyRequests: .tooManyRequests(reason)
+                    default: .forbidden(reason)
+                    }
                     handshake.value.rejection = rejection
                     throw rejection
                 }

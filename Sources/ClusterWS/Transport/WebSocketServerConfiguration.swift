@@ -32,6 +32,11 @@ public struct WebSocketServerConfiguration: Sendable {
     /// Allowed `Origin` header values; `nil` allows any (and requests without one).
     /// A request from another origin is refused with HTTP 403.
     public var allowedOrigins: Set<String>?
+    /// Open connections this server accepts; past it, upgrades get HTTP 503.
+    public var maxConnections: Int
+    /// Messages per second a connection may send (a token bucket holding up
+    /// to twice as many); a faster client is closed with 1008. `nil`: no limit.
+    public var maxMessagesPerSecond: Int?
     /// Listen backlog.
     public var backlog: Int32
     /// `false` when another server accepts the connections and hands upgrades
@@ -70,8 +75,12 @@ public struct WebSocketServerConfiguration: Sendable {
         inboundBufferLimit: Int = 256,
         allowedOrigins: Set<String>? = nil,
         backlog: Int32 = 4096,
-        listen: Bool = true
+        listen: Bool = true,
+        maxConnections: Int = 50_000,
+        maxMessagesPerSecond: Int? = 200
     ) {
+        self.maxConnections = maxConnections
+        self.maxMessagesPerSecond = maxMessagesPerSecond
         self.host = host
         self.port = port
         self.maxFrameSize = maxFrameSize

@@ -20,6 +20,11 @@ public struct WebSocketUpgradeDecision: Sendable {
         WebSocketUpgradeDecision(outcome: .reject(status: .unauthorized, reason: reason))
     }
 
+    /// Refuse with HTTP 429: the client is over a limit (e.g. connections per user).
+    public static func tooManyRequests(_ reason: String = "too many connections") -> WebSocketUpgradeDecision {
+        WebSocketUpgradeDecision(outcome: .reject(status: .tooManyRequests, reason: reason))
+    }
+
     /// Refuse with HTTP 403.
     public static func forbidden(_ reason: String = "forbidden") -> WebSocketUpgradeDecision {
         WebSocketUpgradeDecision(outcome: .reject(status: .forbidden, reason: reason))

@@ -1,0 +1,93 @@
+@testable import ClusterWS
+import EmbeddedRedis
+import Logging
+import NIOCore
+import Testing
+
+@Suite("Limits: every rejection path gets its code, and everyone else keeps going")
+struct LimitsTests {
+    @Test func connectionsPastTheNodeLimitGet503() async throws {
+        var configuration = WebSocketServerConfiguration.testing
+        configuration.maxConnections = 2
+        try await withWebSocketServer(configuration) { server, port in
+            let first = try await connectedClient(port: port)
+            let second = try await connectedClient(port: port)
+            let third = try await RawClient.connect(port: port)
+            try await third.send(Wire.handshake())
+            #expect(try await third.readHTTPResponse().status == 503)
+            for client in [first, second] {  // unaffected
+                try await client.send(Wire.frame(Wire.text, "still here"))
+                #expect(try await client.readFrame().text == "still here")
+            }
+            first.close()
+            try await eventually("a slot to free up") { server.connectionCount < 2 }
+            let fourth = try await connectedClient(port: port)
+            fourth.close()
+            second.close()
+        }
+    }
+
+    @Test func aClientSendingTooFastIsClosedWith1008() async throws {
+        var configuration = WebSocketServerConfiguration.testing
+        configuration.maxMessagesPerSecond = 10  // bucket of 20
+        try await withWebSocketServer(configuration) { server, port in
+            let flooder = try await connectedClient(port: port, sync: false)
+            let calm = try await connectedClient(port: port, sync: false)
+            var flood: [UInt8] = []
+            for index in 0..<60 { flood += Wire.frame(Wire.text, "spam \(index)") }
+            try await flooder.send(flood)
+            #expect(try await flooder.readUntilClose().closeCode == 1008)
+            await flooder.waitForClose()
+            #expect(server.rateLimitCloses == 1)
+            try await calm.send(Wire.frame(Wire.text, "hello"))
+            #expect(try await calm.readFrame().text == "hello")
+            calm.close()
+        }
+    }
+
+    @Test func connectionsPastTheUserLimitGet429() async throws {
+        try await withRedisServer { redis in
+            var configuration = ClusterConfiguration(redisURL: .init(redis.url), serverID: "a", namespace: "test",
+                                                     webSocket: .init(keepalive: .disabled, closeTimeout: .seconds(1)))
+            configuration.maxConnectionsPerUser = 2
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            let node = try ClusterNode(configuration: configuration, logger: logger)
+            node.webSocket("/ws", authenticate: { $0.queryParameter("uid") }) { socket in
+                try? await socket.socket.send(.text("ready \(socket.fd)"))
+            }
+            let harness = ServiceGroupHarness(node)
+            try await harness.start()
+            let one = try await ClusterClient.connect(node, uid: "busy")
+            let two = try await ClusterClient.connect(node, uid: "busy")
+            let port = try await node.waitUntilListening()
+            let three = try await RawClient.connect(port: port)
+            try await three.send(Wire.handshake(path: "/ws?uid=busy"))
+            #expect(try await three.readHTTPResponse().status == 429)
+            _ = try await ClusterClient.connect(node, uid: "someone-else")  // other users are fine
+            #expect(try await node.sender.send(uid: "busy", .text("both devices")) == 1)
+            #expect(try await one.next().text == "both devices")
+            #expect(try await two.next().text == "both devices")
+            try await harness.shutdownGracefully()
+        }
+    }
+
+    @Test func twoClustersShareOneRedisWithoutSeeingEachOther() async throws {
+        try await withRedisServer { redis in
+            let one = try await TestCluster.start(["a", "b"], redis: redis, namespace: "one")
+            let two = try await TestCluster.start(["a", "b"], redis: redis, namespace: "two")
+            let inOne = try await ClusterClient.connect(one["b"], uid: "x")
+            let inTwo = try await ClusterClient.connect(two["b"], uid: "x")
+            #expect(try await one["a"].relations.findUserFDs(uid: "x") == [inOne.fd])
+            #expect(try await two["a"].relations.findUserFDs(uid: "x") == [inTwo.fd])
+            #expect(try await two["a"].sender.send(uid: "x", .text("for two")) == 1)
+            _ = try await two["a"].sender.sendAll(.text("all of two"))
+            #expect(try await one["a"].sender.send(uid: "x", .text("for one")) == 1)
+            #expect(try await inOne.next().text == "for one")  // nothing of cluster two's came first
+            #expect(try await inTwo.next().text == "for two")
+            #expect(try await inTwo.next().text == "all of two")
+            await one.stopAll()
+            await two.stopAll()
+        }
+    }
+}
