@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .library(name: "ClusterWS", targets: ["ClusterWS"]),
         .library(name: "ClusterWSHummingbird", targets: ["ClusterWSHummingbird"]),
+        .library(name: "ClusterWSJWT", targets: ["ClusterWSJWT"]),
         .executable(name: "Demo", targets: ["Demo"]),
         .executable(name: "Benchmarks", targets: ["Benchmarks"]),
     ],
@@ -25,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
     ],
     targets: [
         .systemLibrary(
@@ -58,6 +60,15 @@ let package = Package(
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Signed-token (JWT) authentication for the handshake, apart from the core.
+        .target(
+            name: "ClusterWSJWT",
+            dependencies: [
+                "ClusterWS",
+                .product(name: "JWTKit", package: "jwt-kit"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -107,6 +118,8 @@ let package = Package(
             dependencies: [
                 "ClusterWS",
                 "ClusterWSHummingbird",
+                "ClusterWSJWT",
+                .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 "EmbeddedRedis",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -161,6 +161,11 @@ public struct WebSocketRequest: Sendable {
     /// The peer's address, as text.
     public var remoteAddress: String?
 
+    /// The first value of header `name` (case-insensitive).
+    public func header(_ name: String) -> String? {
+        headers[name].first
+    }
+
     /// The value of query parameter `name` (percent-decoding is not applied).
     public func queryParameter(_ name: String) -> String? {
         guard let query = uri.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
