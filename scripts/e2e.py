@@ -120,6 +120,15 @@ def main():
         except Exception:
             check("the online list shows both users and their nodes", False, alice.find_element(By.ID, "online").text)
 
+        import json
+        import urllib.request
+        health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port1}/health"))
+        check("/health reports Redis up", health.get("redis") == "up" and health.get("status") == "ok", health)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port2}/metrics").read().decode()
+        check("/metrics exposes the node's counters (Prometheus text)",
+              "clusterws_messages_out_total" in metrics and "clusterws_deliveries_total" in metrics
+              and "clusterws_messages_in_total" in metrics and 'node="server2"' in metrics, metrics[:300])
+
         alice.save_screenshot(os.path.join(ARTIFACTS, "e2e-alice.png"))
         bob.save_screenshot(os.path.join(ARTIFACTS, "e2e-bob.png"))
 

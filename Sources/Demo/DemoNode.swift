@@ -3,12 +3,14 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
+import Prometheus
 
 /// One demo node: a ClusterNode with the demo's WebSocket protocol (JSON
 /// commands), its page, and a few JSON endpoints for the page.
 struct DemoNode: Sendable {
     let node: ClusterNode
     let namespace: String
+    let metrics: PrometheusCollectorRegistry
 
     /// A command from the page.
     struct Command: Decodable {
@@ -27,7 +29,9 @@ struct DemoNode: Sendable {
         var text: String
     }
 
-    init(id: String, host: String, port: Int, redisURL: String, namespace: String, logger: Logger) throws {
+    init(id: String, host: String, port: Int, redisURL: String, namespace: String,
+         metrics: PrometheusCollectorRegistry, logger: Logger) throws {
+        self.metrics = metrics
         var configuration = ClusterConfiguration(
             redisURL: .init(redisURL), serverID: id, namespace: namespace,
             webSocket: WebSocketServerConfiguration(host: host, port: port))
@@ -37,8 +41,9 @@ struct DemoNode: Sendable {
         self.node = node
         self.namespace = namespace
         let demo = self
+        let uidFromQuery = node.insecureUIDFromQuery("uid")  // logs a warning: demo only
         node.webSocket("/ws", authenticate: { request in
-            guard let uid = request.queryParameter("uid")?.removingPercentEncoding, !uid.isEmpty, uid.count <= 64 else {
+            guard let uid = try await uidFromQuery(request), !uid.isEmpty, uid.count <= 64 else {
                 throw DemoError.missingUID
             }
             return uid
@@ -115,8 +120,14 @@ struct DemoNode: Sendable {
         case "/api/nodes":
             return (try? await nodes()) ?? .text("redis unavailable\n", status: .serviceUnavailable)
         case "/health":
-            let redisUp = (try? await node.redis.send(RedisCommand("PING"))) != nil
-            return .text(redisUp ? "ok\n" : "redis unavailable\n", status: redisUp ? .ok : .serviceUnavailable)
+            let health = await node.health()
+            return jsonResponse(["status": health.isHealthy ? "ok" : "degraded", "redis": health.redis ? "up" : "down",
+                                 "subscriber": health.subscriber ? "up" : "down", "connections": String(health.connections),
+                                 "node": node.id])
+                .with(status: health.isHealthy ? .ok : .serviceUnavailable)
+        case "/metrics":
+            return PlainHTTPResponse(headers: ["Content-Type": "text/plain; version=0.0.4"],
+                                     body: ByteBuffer(bytes: metrics.emitToBuffer()))
         default:
             return .text("not found\n", status: .notFound)
         }
@@ -160,4 +171,12 @@ struct DemoNode: Sendable {
 
 enum DemoError: Error {
     case missingUID
+}
+
+extension PlainHTTPResponse {
+    func with(status: HTTPResponseStatus) -> PlainHTTPResponse {
+        var copy = self
+        copy.status = status
+        return copy
+    }
 }

@@ -1,3 +1,5 @@
+public import CoreMetrics
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -42,6 +44,9 @@ public struct ClusterConfiguration: Sendable {
     public var redis: RedisURL
     /// The WebSocket listener of this node.
     public var webSocket: WebSocketServerConfiguration
+    /// Where the node's metrics go; `nil` uses the process-wide
+    /// `MetricsSystem` (bootstrap swift-prometheus, for example).
+    public var metricsFactory: (any MetricsFactory)?
 
     /// The delivery driver.
     public enum Driver: String, Sendable, CaseIterable {

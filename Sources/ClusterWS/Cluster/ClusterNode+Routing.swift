@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 
 extension ClusterNode {
@@ -10,6 +11,7 @@ extension ClusterNode {
                 envelope = try Envelope(decoding: message.payload)
             } catch {
                 statistics.add("garbage")
+                metrics.drops["garbage"]?.increment()
                 logger.warning("dropped a message that is not an envelope",
                                metadata: ["channel": "\(message.channel)", "error": "\(error)"])
                 continue
@@ -26,6 +28,7 @@ extension ClusterNode {
         case .fds(let targetEpoch, let fds):
             guard targetEpoch == epoch else {
                 statistics.add("stale")
+                metrics.drops["stale"]?.increment()
                 logger.debug("dropped a message for a connection of an earlier run")
                 return
             }
@@ -42,6 +45,7 @@ extension ClusterNode {
             targets = await registry.allSockets(except: mine)
         }
         statistics.add("routed")
+        metrics.deliveredRouted.increment(by: targets.count)
         FanOut.send(message, to: targets)
     }
 }

@@ -1,3 +1,4 @@
+import CoreMetrics
 public import Logging
 package import NIOCore
 import NIOPosix
@@ -41,6 +42,7 @@ public final class ClusterNode: Service, Sendable {
     public var connectionCount: Int { server.connectionCount }
 
     let keys: ClusterKeys
+    let metrics: ClusterMetrics
     package let redis: RedisConnection
     let subscriber: RedisSubscriber
     let registry: LocalRegistry
@@ -75,9 +77,14 @@ public final class ClusterNode: Service, Sendable {
         self.logger = logger
         self.epoch = UInt64.random(in: 1 ... .max)
         self.keys = ClusterKeys(configuration)
+        let metrics = ClusterMetrics(node: configuration.serverID,
+                                     factory: configuration.metricsFactory ?? MetricsSystem.factory)
+        self.metrics = metrics
         let loops = MultiThreadedEventLoopGroup.singleton
-        self.redis = RedisConnection(configuration: redisConfiguration, eventLoop: loops.next(), logger: logger)
-        self.subscriber = RedisSubscriber(configuration: redisConfiguration, eventLoop: loops.next(), logger: logger)
+        self.redis = RedisConnection(configuration: redisConfiguration, eventLoop: loops.next(), logger: logger,
+                                     commandDuration: metrics.redisCommand, reconnects: metrics.redisReconnects)
+        self.subscriber = RedisSubscriber(configuration: redisConfiguration, eventLoop: loops.next(), logger: logger,
+                                          reconnects: metrics.redisReconnects)
         self.registry = LocalRegistry(subscriber: subscriber, keys: keys)
         self.server = WebSocketServer(configuration: configuration.webSocket, logger: logger)
         (closed, closedContinuation) = AsyncStream.makeStream()
@@ -96,28 +103,48 @@ public final class ClusterNode: Service, Sendable {
     ) {
         let closedContinuation = self.closedContinuation
         let limit = configuration.maxConnectionsPerUser
+        let metrics = self.metrics
         server.addRoute(path) { request in
             guard let uid = try await authenticate(request) else { return .accept() }
             if try await self.relations.findUserFDs(uid: uid).count >= limit {
                 return .tooManyRequests("user \(uid) already has \(limit) connections")
             }
             return .accept(attributes: ["uid": uid])
-        } onClose: { socket, _ in
+        } onClose: { socket, code in
+            metrics.connections.decrement()
+            if code == .policyViolation { metrics.drops["slow_consumer"]?.increment() }
             closedContinuation.yield(UInt64(socket.id))
         } onOpen: { socket in
+            metrics.connections.increment()
             let fd = DistributedFD(node: self.id, epoch: self.epoch, fd: UInt64(socket.id))
             await self.registry.add(fd.fd, socket)
             if let uid = socket.attributes["uid"] {
                 do {
                     try await self.bind(fd, uid: uid)
                 } catch {
-                    self.logger.warning("bind failed; closing", metadata: ["fd": "\(fd)", "error": "\(error)"])
+                    self.logger.warning("bind failed; closing", metadata: ["fd": "\(fd)", "uid": "\(uid)", "error": "\(error)"])
                     await socket.close(code: .internalError, reason: "could not register")
                     return
                 }
             }
+            self.logger.debug("connection open", metadata: ["fd": "\(fd)", "uid": "\(socket.attributes["uid"] ?? "-")"])
             await onOpen(ClusterSocket(fd: fd, socket: socket, uid: socket.attributes["uid"]))
         }
+    }
+
+    /// Redis reachability and the node's load, for a `/health` endpoint.
+    public func health() async -> ClusterHealth {
+        let redisUp = (try? await redis.send(RedisCommand("PING"), timeout: .seconds(1))) != nil
+        let subscribed = await subscriber.link.channel != nil
+        return ClusterHealth(redis: redisUp, subscriber: subscribed, connections: server.connectionCount)
+    }
+
+    /// An `authenticate` hook that takes the uid from a query parameter,
+    /// **unauthenticated**: anyone can claim any uid. For demos and tests
+    /// only; it logs a warning when created.
+    public func insecureUIDFromQuery(_ name: String = "uid") -> @Sendable (WebSocketRequest) async throws -> String? {
+        logger.warning("INSECURE: uids are taken from the '\(name)' query parameter without authentication; demo use only")
+        return { request in request.queryParameter(name)?.removingPercentEncodingIfValid }
     }
 
     /// Answers plain HTTP requests on the node's port (a page, `/health`…).
@@ -228,4 +255,40 @@ public final class ClusterStatistics: Sendable {
     public var staleDropped: Int { counters.withLock { $0["stale", default: 0] } }
     /// Envelopes routed from Redis to local connections.
     public var routed: Int { counters.withLock { $0["routed", default: 0] } }
+}
+
+/// What ``ClusterNode/health()`` reports.
+public struct ClusterHealth: Sendable, Hashable {
+    /// The command connection answers `PING`.
+    public var redis: Bool
+    /// The subscriber connection is up.
+    public var subscriber: Bool
+    /// Open WebSocket connections on this node.
+    public var connections: Int
+    /// Both Redis connections are up.
+    public var isHealthy: Bool { redis && subscriber }
+}
+
+extension String {
+    /// Percent-decoded, or `nil` if the escapes are malformed.
+    var removingPercentEncodingIfValid: String? {
+        var bytes: [UInt8] = []
+        var iterator = utf8.makeIterator()
+        while let byte = iterator.next() {
+            if byte == UInt8(ascii: "+") { bytes.append(UInt8(ascii: " ")); continue }
+            guard byte == UInt8(ascii: "%") else { bytes.append(byte); continue }
+            guard let high = iterator.next().flatMap(Self.hex), let low = iterator.next().flatMap(Self.hex) else { return nil }
+            bytes.append(high << 4 | low)
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    private static func hex(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
 }

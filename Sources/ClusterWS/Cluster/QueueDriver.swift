@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 import Synchronization
@@ -159,12 +160,14 @@ extension ClusterNode {
         for entry in entries {
             guard let epochText = entry.epoch, UInt64(epochText, radix: 16) == epoch else {
                 statistics.add("stale")
+                metrics.drops["stale"]?.increment()
                 continue  // for an earlier run's connections: acknowledged, never delivered
             }
             do {
                 await route(try Envelope(decoding: entry.envelope))
             } catch {
                 statistics.add("garbage")
+                metrics.drops["garbage"]?.increment()
                 logger.warning("dropped a queue entry that is not an envelope", metadata: ["id": "\(entry.id)"])
             }
         }

@@ -1,3 +1,4 @@
+import CoreMetrics
 public import NIOCore
 
 /// Sends to users, rooms, single connections or everyone, on any node.
@@ -17,7 +18,8 @@ public struct Sender: Sendable {
     /// - Returns: the number of nodes where `uid` had a connection.
     @discardableResult
     public func send(uid: String, _ message: WebSocketMessage) async throws -> Int {
-        try await node.publish(.user(uid), message, local: node.registry.sockets(user: uid), channel: node.keys.userChannel(uid))
+        node.metrics.messagesOut["user"]?.increment()
+        return try await node.publish(.user(uid), message, local: node.registry.sockets(user: uid), channel: node.keys.userChannel(uid))
     }
 
     /// Sends `text` to `uid` with the configured default opcode.
@@ -30,12 +32,14 @@ public struct Sender: Sendable {
     /// - Returns: per uid, the number of nodes that had it.
     @discardableResult
     public func sendMulti(uids: [String], _ message: WebSocketMessage) async throws -> [String: Int] {
+        node.metrics.messagesOut["users"]?.increment()
         var results: [String: Int] = [:]
         var commands: [RedisCommand] = []
         var localCounts: [Int] = []
         let sha = node.configuration.driver == .queue ? try await node.queueScriptSHA() : ""
         for uid in uids {
             let local = await node.registry.sockets(user: uid)
+            node.metrics.deliveredLocal.increment(by: local.count)
             FanOut.send(message, to: local)
             localCounts.append(local.isEmpty ? 0 : 1)
             commands.append(node.configuration.driver == .queue
@@ -58,9 +62,11 @@ public struct Sender: Sendable {
     ///   still have closed meanwhile).
     @discardableResult
     public func send(to fd: DistributedFD, _ message: WebSocketMessage) async throws -> Bool {
+        node.metrics.messagesOut["fd"]?.increment()
         if fd.node == node.id {
             guard fd.epoch == node.epoch else { return false }
             let local = await node.registry.sockets(fds: [fd.fd])
+            node.metrics.deliveredLocal.increment(by: local.count)
             FanOut.send(message, to: local)
             return !local.isEmpty
         }
@@ -74,13 +80,15 @@ public struct Sender: Sendable {
     /// Sends to every member of `room`, on every node.
     @discardableResult
     public func send(room: String, _ message: WebSocketMessage) async throws -> Int {
-        try await node.publish(.room(room), message, local: node.registry.sockets(room: room), channel: node.keys.roomChannel(room))
+        node.metrics.messagesOut["room"]?.increment()
+        return try await node.publish(.room(room), message, local: node.registry.sockets(room: room), channel: node.keys.roomChannel(room))
     }
 
     /// Sends to every connection of every node, except `except`. Seed: `sendAll`.
     /// - Returns: the number of nodes reached.
     @discardableResult
     public func sendAll(_ message: WebSocketMessage, except: [DistributedFD] = []) async throws -> Int {
+        node.metrics.messagesOut["all"]?.increment()
         let localExcept = Set(except.filter { $0.node == node.id && $0.epoch == node.epoch }.map(\.fd))
         return try await node.publish(.all(except: except), message, local: node.registry.allSockets(except: localExcept),
                                       channel: node.keys.allChannel, alwaysLocal: true)
@@ -109,6 +117,7 @@ extension ClusterNode {
     /// queue script skips this node.
     func publish(_ target: Envelope.Target, _ message: WebSocketMessage, local: [WebSocket], channel: String,
                  alwaysLocal: Bool = false) async throws -> Int {
+        metrics.deliveredLocal.increment(by: local.count)
         FanOut.send(message, to: local)
         let reachedHere = (alwaysLocal || !local.isEmpty) ? 1 : 0
         if configuration.driver == .queue {

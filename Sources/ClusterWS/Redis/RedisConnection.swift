@@ -1,4 +1,5 @@
 package import Logging
+package import CoreMetrics
 package import NIOCore
 import NIOPosix
 import ServiceLifecycle
@@ -39,6 +40,7 @@ package actor RedisConnection: Service, RedisReconnecting {
     let logger: Logger
     var link = RedisLink()
     private var flushScheduled = false
+    private let commandDuration: Timer?
 
     package nonisolated var unownedExecutor: UnownedSerialExecutor {
         eventLoop.executor.asUnownedSerialExecutor()
@@ -52,8 +54,12 @@ package actor RedisConnection: Service, RedisReconnecting {
     package init(
         configuration: RedisConfiguration,
         eventLoop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next(),
-        logger: Logger = Logger(label: "clusterws.redis")
+        logger: Logger = Logger(label: "clusterws.redis"),
+        commandDuration: Timer? = nil,
+        reconnects: Counter? = nil
     ) {
+        self.commandDuration = commandDuration
+        self.link.reconnects = reconnects
         self.configuration = configuration
         self.eventLoop = eventLoop
         var logger = logger
@@ -92,6 +98,9 @@ package actor RedisConnection: Service, RedisReconnecting {
         let deadline = NIODeadline.now() + (timeout ?? configuration.commandTimeout).timeAmount
         channel.submit(RedisRequest(command: command, promise: promise, deadline: deadline))
         scheduleFlush(channel)
+        guard let commandDuration else { return try await promise.futureResult.get() }
+        let start = NIODeadline.now()
+        defer { commandDuration.recordNanoseconds((NIODeadline.now() - start).nanoseconds) }
         return try await promise.futureResult.get()
     }
 

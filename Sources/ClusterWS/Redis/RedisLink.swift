@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -20,6 +21,8 @@ struct RedisLink {
     /// Why the last connect attempt failed, reported to commands that give up waiting.
     var lastError: RedisError?
     var shuttingDown = false
+    /// Counts reconnects (every connect after the first), if set.
+    var reconnects: Counter?
     private var waiters: [Int: (after: Int, continuation: CheckedContinuation<Void, any Error>)] = [:]
     private var nextWaiterID = 0
 
@@ -42,6 +45,7 @@ struct RedisLink {
     /// The connection is ready: resume everyone waiting for a generation below this one.
     mutating func markReady() {
         generation += 1
+        if generation > 1 { reconnects?.increment() }
         lastError = nil
         for (id, waiter) in waiters where waiter.after < generation {
             waiters.removeValue(forKey: id)

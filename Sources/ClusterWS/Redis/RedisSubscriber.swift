@@ -1,4 +1,5 @@
 package import Logging
+package import CoreMetrics
 package import NIOCore
 import NIOPosix
 import ServiceLifecycle
@@ -44,8 +45,10 @@ package actor RedisSubscriber: Service, RedisReconnecting {
         configuration: RedisConfiguration,
         eventLoop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next(),
         bufferLimit: Int = 100_000,
-        logger: Logger = Logger(label: "clusterws.redis.subscriber")
+        logger: Logger = Logger(label: "clusterws.redis.subscriber"),
+        reconnects: Counter? = nil
     ) {
+        self.link.reconnects = reconnects
         self.configuration = configuration
         self.eventLoop = eventLoop
         var logger = logger

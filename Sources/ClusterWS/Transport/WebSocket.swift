@@ -1,3 +1,4 @@
+import CoreMetrics
 public import NIOCore
 public import NIOHTTP1
 import Synchronization
@@ -123,6 +124,11 @@ public actor WebSocket {
 
     func countRateLimitClose() {
         counters.rateLimitCloses.add(1, ordering: .relaxed)
+        counters.rateLimitDrops.increment()
+    }
+
+    func countInbound(_ kind: WebSocketMessage.Kind) {
+        (kind == .text ? counters.textIn : counters.binaryIn).increment()
     }
 
     func writabilityChanged(isWritable: Bool) {
@@ -181,4 +187,9 @@ public struct WebSocketRequest: Sendable {
 final class TransportCounters: Sendable {
     let slowConsumerCloses = Atomic<Int>(0)
     let rateLimitCloses = Atomic<Int>(0)
+    /// `clusterws_messages_in_total{kind}` (swift-metrics).
+    let textIn = Counter(label: "clusterws_messages_in_total", dimensions: [("kind", "text")])
+    let binaryIn = Counter(label: "clusterws_messages_in_total", dimensions: [("kind", "binary")])
+    /// `clusterws_drops_total{reason="rate_limit"}`.
+    let rateLimitDrops = Counter(label: "clusterws_drops_total", dimensions: [("reason", "rate_limit")])
 }

@@ -1,3 +1,4 @@
+import CoreMetrics
 import NIOCore
 import NIOWebSocket
 
@@ -97,6 +98,7 @@ final class WebSocketHandler: ChannelInboundHandler {
                 socket.assumeIsolated { $0.countRateLimitClose() }
                 return perform(machine.fail(.policyViolation, "rate limit"), context: context)
             }
+            socket.assumeIsolated { $0.countInbound(message.kind) }
             if socket.inbound.append(message) {
                 context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
             }

@@ -122,7 +122,9 @@ struct RedisConnectionTests {
     }
 
     @Test func connectionRefusedIsReported() async throws {
-        var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(try RedisServerProcess.freeLoopbackPort())")
+        let refusing = try RefusingPort()
+        defer { _ = refusing }
+        var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(refusing.port)")
         configuration.disconnectedCommandWait = .milliseconds(300)
         let redis = RedisConnection(configuration: configuration)
         try await withRunning([redis]) { () async throws in
@@ -136,7 +138,9 @@ struct RedisConnectionTests {
     }
 
     @Test func failsFastWhileDisconnectedWhenConfiguredTo() async throws {
-        var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(try RedisServerProcess.freeLoopbackPort())")
+        let refusing = try RefusingPort()
+        defer { _ = refusing }
+        var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(refusing.port)")
         configuration.disconnectedCommandWait = .zero
         let redis = RedisConnection(configuration: configuration)
         // Not running at all: nothing to wait for.

@@ -5,6 +5,9 @@ import ServiceLifecycle
 import Logging
 import Synchronization
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Thrown when something a test waits for does not happen in time.
 struct TimedOut: Error, CustomStringConvertible {
@@ -151,4 +154,30 @@ func waitForBlockedClient(using redis: RedisConnection, count: Int = 1) async th
     try await within(.seconds(5), "\(count) blocked clients") {
         while try await redis.send(RedisCommand("INFO", "clients")).string?.contains("blocked_clients:\(count)\r\n") != true {}
     }
+}
+
+/// A loopback port bound but not listening: connections to it are refused,
+/// and no other test can take it while this is alive.
+final class RefusingPort: Sendable {
+    let port: Int
+    private let fd: Int32
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        guard fd >= 0, bound == 0 else { throw TimedOut(what: "a port to reserve") }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        self.fd = fd
+        self.port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    deinit { close(fd) }
 }
