@@ -91,3 +91,55 @@ struct LimitsTests {
         }
     }
 }
+
+@Suite("Rejections do not disturb anyone else")
+struct RejectionIsolationTests {
+    @Test func everyBadInputGetsItsCodeWhileAHealthyClientKeepsReceiving() async throws {
+        var configuration = WebSocketServerConfiguration.testing
+        configuration.maxMessagesPerSecond = 20
+        configuration.maxMessageSize = 1_000
+        configuration.allowedOrigins = ["https://ok.example"]
+        try await withWebSocketServer(configuration) { server, port in
+            let healthy = try await connectedClient(port: port, extra: ["Origin: https://ok.example"])
+            var sent = 0
+            var received = 0
+            func tick() async throws {
+                sent += 1
+                server.broadcast(.text("tick \(sent)"))
+                while received < sent {
+                    let frame = try await healthy.readFrame()
+                    received += 1
+                    #expect(frame.text == "tick \(received)")
+                }
+            }
+            let handshakes: [(String, Int)] = [
+                (Wire.handshake(version: "7", extra: ["Origin: https://ok.example"]), 426),
+                (Wire.handshake(key: "nope", extra: ["Origin: https://ok.example"]), 400),
+                (Wire.handshake(path: "/missing", extra: ["Origin: https://ok.example"]), 404),
+                (Wire.handshake(extra: ["Origin: https://evil.example"]), 403),
+                ("GARBAGE\r\n\r\n", 400),
+            ]
+            for (request, status) in handshakes {
+                let client = try await RawClient.connect(port: port)
+                try await client.send(request)
+                #expect(try await client.readHTTPResponse().status == status)
+                try await tick()
+            }
+            let frames: [([UInt8], UInt16)] = [
+                (Wire.frame(Wire.text, Array("x".utf8), masked: false), 1002),
+                (Wire.frame(Wire.text, Array("x".utf8), rsv: 4), 1002),
+                (Wire.frame(Wire.text, [0xC3, 0x28]), 1007),
+                (Wire.frame(Wire.binary, [UInt8](repeating: 0, count: 1_001)), 1009),
+                ((0..<60).flatMap { _ in Wire.frame(Wire.text, "flood") }, 1008),
+            ]
+            for (bytes, code) in frames {
+                let client = try await connectedClient(port: port, extra: ["Origin: https://ok.example"], sync: false)
+                try await client.send(bytes)
+                #expect(try await client.readUntilClose().closeCode == code)
+                try await tick()
+            }
+            #expect(received == handshakes.count + frames.count)
+            healthy.close()
+        }
+    }
+}
