@@ -220,21 +220,7 @@ enum LatencyClient {
     }
 
     static func connect(port: Int, path: String, log: LatencyLog) async throws -> any Channel {
-        let loop = MultiThreadedEventLoopGroup.singleton.next()
-        let upgraded = loop.makePromise(of: Void.self)
-        let channel = try await ClientBootstrap(group: loop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(Handler(log: log, upgraded: upgraded))
-                }
-            }
-            .connect(host: "127.0.0.1", port: port).get()
-        let request = "GET \(path) HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        try await channel.writeAndFlush(ByteBuffer(string: request))
-        try await upgraded.futureResult.get()
-        return channel
+        try await connectWebSocketClient(port: port, path: path) { upgraded in Handler(log: log, upgraded: upgraded) }
     }
 
     final class Handler: ChannelInboundHandler {

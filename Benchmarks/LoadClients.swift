@@ -45,29 +45,16 @@ struct LoadClients: AsyncParsableCommand {
     }
 
     private func open(_ count: Int, counter: TargetCounter) async throws -> [any Channel] {
-        let request = "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         var opened: [any Channel] = []
         var next = 0
         while next < count {
             let batch = min(200, count - next)
             try await withThrowingTaskGroup(of: (any Channel).self) { group in
                 for _ in 0..<batch {
-                    group.addTask { [host, port] in
-                        let loop = MultiThreadedEventLoopGroup.singleton.next()
-                        let upgraded = loop.makePromise(of: Void.self)
-                        let channel = try await ClientBootstrap(group: loop)
-                            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                            .channelInitializer { channel in
-                                channel.eventLoop.makeCompletedFuture {
-                                    try channel.pipeline.syncOperations.addHandler(
-                                        FrameCountingHandler(counter: counter, upgraded: upgraded))
-                                }
-                            }
-                            .connect(host: host, port: port).get()
-                        try await channel.writeAndFlush(ByteBuffer(string: request))
-                        try await upgraded.futureResult.get()
-                        return channel
+                    group.addTask { [host, port, path] in
+                        try await connectWebSocketClient(host: host, port: port, path: path) { upgraded in
+                            FrameCountingHandler(counter: counter, upgraded: upgraded)
+                        }
                     }
                 }
                 for try await channel in group { opened.append(channel) }

@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import NIOPosix
 import Synchronization
 
 /// Runs blocking work (a child process, a file read) on its own thread, so it
@@ -76,4 +78,28 @@ extension Duration {
     var seconds: Double {
         Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
+}
+
+/// Opens a raw WebSocket client: connects, sends the upgrade request and
+/// returns once the server's 101 has been seen by the handler that
+/// `makeHandler` builds (it succeeds the promise it is given).
+func connectWebSocketClient(
+    host: String = "127.0.0.1", port: Int, path: String,
+    makeHandler: @escaping @Sendable (EventLoopPromise<Void>) -> any ChannelInboundHandler
+) async throws -> any Channel {
+    let loop = MultiThreadedEventLoopGroup.singleton.next()
+    let upgraded = loop.makePromise(of: Void.self)
+    let channel = try await ClientBootstrap(group: loop)
+        .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        .channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(makeHandler(upgraded))
+            }
+        }
+        .connect(host: host, port: port).get()
+    let request = "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    try await channel.writeAndFlush(ByteBuffer(string: request))
+    try await upgraded.futureResult.get()
+    return channel
 }
