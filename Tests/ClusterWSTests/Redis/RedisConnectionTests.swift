@@ -108,7 +108,8 @@ struct RedisConnectionTests {
         try await withRedisServer(arguments: ["--requirepass", "right"]) { server in
             var configuration = RedisConfiguration.testing(server)
             configuration.password = "wrong"
-            configuration.disconnectedCommandWait = .milliseconds(300)
+            // Long enough for a first connect attempt to fail even on a loaded machine.
+            configuration.disconnectedCommandWait = .seconds(2)
             let redis = RedisConnection(configuration: configuration)
             try await withRunning([redis]) { () async throws in
                 do {
@@ -125,7 +126,7 @@ struct RedisConnectionTests {
         let refusing = try RefusingPort()
         defer { _ = refusing }
         var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(refusing.port)")
-        configuration.disconnectedCommandWait = .milliseconds(300)
+        configuration.disconnectedCommandWait = .seconds(1)
         let redis = RedisConnection(configuration: configuration)
         try await withRunning([redis]) { () async throws in
             do {

@@ -33,11 +33,14 @@ struct FanOutTests {
             _ = try await stalled.upgrade(path: "/slow")
             stalled.channel.setOption(.autoRead, value: false).whenComplete { _ in }  // reads nothing from now on
             let healthy = try await connectedClient(port: port)
-            let chunk = WebSocketMessage.binary(ByteBuffer(repeating: 0x5A, count: 16 * 1024))
-            for index in 0..<1_000 {  // 16 MB: past the kernel buffers (send side autotunes up to 4 MB) and the 256 KiB bound
+            // 16 MB in 64 KiB frames: past the stalled client's buffers (the server's send
+            // buffer autotunes up to 4 MB) and the 256 KiB bound. Lockstep with the healthy
+            // client, so it is never more than one frame behind.
+            let chunk = WebSocketMessage.binary(ByteBuffer(repeating: 0x5A, count: 64 * 1024))
+            for index in 0..<250 {
                 server.broadcast(chunk)
                 let frame = try await healthy.readFrame()
-                #expect(frame.payload.count == 16 * 1024, "frame \(index)")
+                #expect(frame.payload.count == 64 * 1024, "frame \(index)")
             }
             await closes.wait(for: 1)
             #expect(closes.all == [.policyViolation])
