@@ -184,28 +184,36 @@ public final class ClusterNode: Service, Sendable {
                 throw error
             }
 
-            await withTaskGroup(of: Void.self) { work in
-                work.addTask { await self.routeMessages() }
-                work.addTask { await self.cleanUpClosedConnections() }
-                work.addTask { await self.keepAlive() }
+            let serverError = await withTaskGroup(of: (any Error)?.self) { work -> (any Error)? in
+                work.addTask { await self.routeMessages(); return nil }
+                work.addTask { await self.cleanUpClosedConnections(); return nil }
+                work.addTask { await self.keepAlive(); return nil }
                 if self.configuration.driver == .queue {
-                    work.addTask { await self.consumeQueue() }
+                    work.addTask { await self.consumeQueue(); return nil }
                 }
                 work.addTask {
+                    var failure: (any Error)?
                     do { try await self.server.run() } catch {
                         self.logger.error("websocket server failed", metadata: ["error": "\(error)"])
+                        failure = error
                     }
                     // The server has closed every socket: stop the rest.
                     self.closedContinuation.finish()
+                    return failure
                 }
-                await work.next()  // the server returns first (shutdown or cancellation)
-                await work.next()  // the closed-connection cleanup drains
+                // The server returns first (shutdown, cancellation or a failed bind), then the
+                // closed-connection cleanup drains.
+                var failure: (any Error)?
+                for _ in 0..<2 { if let error = await work.next() ?? nil { failure = error } }
                 work.cancelAll()
+                return failure
             }
             if !abandoned.load(ordering: .relaxed) { await leaveCluster() }
             await subscriber.shutdown()
             await redis.shutdown()
             try await services.waitForAll()
+            // A server that could not listen (port taken…) fails the node, after the cleanup above.
+            if let serverError { throw serverError }
         }
     }
 

@@ -43,6 +43,8 @@ public final class WebSocketServer: Service, Sendable {
         var portWaiters: [CheckedContinuation<Int, any Error>] = []
         var shuttingDown = false
         var nextID = 0
+        /// Why the server will never listen (its bind failed, or its owner gave up).
+        var failure: (any Error)?
     }
 
     /// The limits and timeouts in force.
@@ -98,18 +100,26 @@ public final class WebSocketServer: Service, Sendable {
     /// Waits until the server listens and returns its port.
     public func waitUntilListening() async throws -> Int {
         try await withCheckedThrowingContinuation { continuation in
-            let port = state.withLock { state -> Int? in
-                if state.port == nil { state.portWaiters.append(continuation) }
-                return state.port
+            let (port, failure) = state.withLock { state -> (Int?, (any Error)?) in
+                if state.port == nil, state.failure == nil { state.portWaiters.append(continuation) }
+                return (state.port, state.failure)
             }
-            if let port { continuation.resume(returning: port) }
+            if let port {
+                continuation.resume(returning: port)
+            } else if let failure {
+                continuation.resume(throwing: failure)
+            }
         }
     }
 
     /// Fails everyone waiting in ``waitUntilListening()``: the server will
     /// not listen (its owner stopped before starting it).
     package func failListeningWaiters(_ error: any Error) {
-        let waiters = state.withLock { state in defer { state.portWaiters = [] }; return state.portWaiters }
+        let waiters = state.withLock { state in
+            state.failure = error
+            defer { state.portWaiters = [] }
+            return state.portWaiters
+        }
         for waiter in waiters { waiter.resume(throwing: error) }
     }
 
@@ -136,8 +146,7 @@ public final class WebSocketServer: Service, Sendable {
         do {
             channel = try await bootstrap().bind(host: configuration.host, port: configuration.port).get()
         } catch {
-            let waiters = state.withLock { state in defer { state.portWaiters = [] }; return state.portWaiters }
-            for waiter in waiters { waiter.resume(throwing: error) }
+            failListeningWaiters(error)
             throw error
         }
         let port = channel.localAddress?.port ?? configuration.port

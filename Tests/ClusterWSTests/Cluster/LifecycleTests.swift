@@ -175,3 +175,24 @@ struct ClusterLifecycleTests {
         #expect(ClusterKeys.fill("a:%s:b:%s", "x") == "a:x:b:x")
     }
 }
+
+@Suite("Cluster node start-up failures")
+struct ClusterStartupTests {
+    @Test func aNodeWhosePortIsTakenFailsInsteadOfRunningDeaf() async throws {
+        try await withRedisServer { redis in
+            let first = try TestCluster.makeNode("a", redis: redis)
+            let harness = ServiceGroupHarness(first)
+            try await harness.start()
+            let port = try await first.waitUntilListening()
+            var configuration = ClusterConfiguration(redisURL: .init(redis.url), serverID: "b", namespace: "test",
+                                                     webSocket: .init(port: port))
+            configuration.heartbeatInterval = .milliseconds(100)
+            let second = try ClusterNode(configuration: configuration)
+            await #expect(throws: (any Error).self) {
+                try await within(.seconds(10), "the node to fail") { try await second.run() }
+            }
+            await #expect(throws: (any Error).self) { try await second.waitUntilListening() }
+            try await harness.shutdownGracefully()
+        }
+    }
+}
