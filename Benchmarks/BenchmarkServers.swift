@@ -1,6 +1,7 @@
 import ArgumentParser
 import ClusterWS
 import ClusterWSHummingbird
+import EmbeddedRedis
 import Hummingbird
 import HummingbirdWebSocket
 import Logging
@@ -26,6 +27,8 @@ struct BenchmarkServer: AsyncParsableCommand {
         case hosted
         /// A plain hummingbird-websocket server, the baseline.
         case hummingbird
+        /// A whole ClusterNode (embedded Redis), every connection bound to its own uid.
+        case node
     }
 
     @Option var kind: Kind
@@ -37,6 +40,7 @@ struct BenchmarkServer: AsyncParsableCommand {
         case .clusterws: try await runClusterWS(logger: logger, hosted: false)
         case .hosted: try await runClusterWS(logger: logger, hosted: true)
         case .hummingbird: try await runHummingbird(logger: logger)
+        case .node: try await runNode(logger: logger)
         }
     }
 
@@ -72,6 +76,37 @@ struct BenchmarkServer: AsyncParsableCommand {
                     let (messages, size) = (Int(words[1]) ?? 0, Int(words[2]) ?? 0)
                     let payload = ByteBuffer(repeating: 0x61, count: size)
                     for _ in 0..<messages { await server.broadcastAndWait([.binary(payload)]) }
+                    reply("sent")
+                default:
+                    reply("unknown")
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    private func runNode(logger: Logger) async throws {
+        let redis = try await RedisEndpoint.fromEnvironment()
+        defer { redis.embedded?.terminate() }
+        let node = try ClusterNode(configuration: .init(redisURL: .init(redis.url), serverID: "bench", namespace: "bench"),
+                                   logger: logger)
+        node.webSocket("/ws", authenticate: node.insecureUIDFromQuery())
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await node.run() }
+            reply("port \(try await node.waitUntilListening())")
+            for await line in standardInputLines() {
+                let words = line.split(separator: " ")
+                switch words.first {
+                case "count":
+                    // Until the cleanup of closed connections has caught up, they still count.
+                    reply("count \(max(node.connectionCount, await node.registry.count))")
+                case "state":
+                    reply("state registry=\(await node.registry.count) channels=\(await node.subscriber.subscribedChannels.count)")
+                case "broadcast", "paced":
+                    // sendAll: local connections directly, plus one PUBLISH for other nodes (none here).
+                    let (messages, size) = (Int(words[1]) ?? 0, Int(words[2]) ?? 0)
+                    let payload = ByteBuffer(repeating: 0x61, count: size)
+                    for _ in 0..<messages { _ = try? await node.sender.sendAll(.binary(payload)) }
                     reply("sent")
                 default:
                     reply("unknown")

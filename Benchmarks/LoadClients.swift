@@ -1,7 +1,11 @@
 import ArgumentParser
 import NIOCore
 import NIOPosix
+import Foundation
 import Synchronization
+
+/// Numbers the load process's connections across `open` commands.
+let connectionNumber = Atomic<Int>(0)
 
 /// `Benchmarks load`: many WebSocket clients in their own process, driven by
 /// line commands on standard input (used by the transport benchmark).
@@ -14,7 +18,8 @@ struct LoadClients: AsyncParsableCommand {
                                                     shouldDisplay: false)
 
     @Option var port: Int
-    @Option var path: String = "/ws"
+    @Option(help: "Request path; {n} is replaced by the connection's number (for distinct uids).")
+    var path: String = "/ws"
     @Option var host: String = "127.0.0.1"
 
     func run() async throws {
@@ -47,12 +52,14 @@ struct LoadClients: AsyncParsableCommand {
     private func open(_ count: Int, counter: TargetCounter) async throws -> [any Channel] {
         var opened: [any Channel] = []
         var next = 0
+        let base = connectionNumber.add(count, ordering: .relaxed).oldValue
         while next < count {
             let batch = min(200, count - next)
             try await withThrowingTaskGroup(of: (any Channel).self) { group in
-                for _ in 0..<batch {
-                    group.addTask { [host, port, path] in
-                        try await connectWebSocketClient(host: host, port: port, path: path) { upgraded in
+                for index in 0..<batch {
+                    let target = path.replacingOccurrences(of: "{n}", with: String(base + next + index))
+                    group.addTask { [host, port] in
+                        try await connectWebSocketClient(host: host, port: port, path: target) { upgraded in
                             FrameCountingHandler(counter: counter, upgraded: upgraded)
                         }
                     }

@@ -30,7 +30,7 @@ struct TransportBenchmark: AsyncParsableCommand {
     @Option(help: "Rounds of opening and closing all idle connections.")
     var rounds = 5
 
-    @Option(help: "Servers to measure, comma-separated: clusterws, hummingbird, hosted (ClusterWS inside a Hummingbird app).")
+    @Option(help: "Servers to measure, comma-separated: clusterws, hummingbird, hosted (ClusterWS inside a Hummingbird app), node (a whole ClusterNode, connections bound to uids).")
     var servers = "clusterws,hummingbird,hosted"
 
     @Flag(help: "Print JSON instead of a table.")
@@ -83,7 +83,9 @@ struct TransportBenchmark: AsyncParsableCommand {
         defer { server.stop() }
         let portLine = try await server.readLine()
         guard portLine.hasPrefix("port "), let port = Int(portLine.dropFirst(5)) else { throw BenchmarkError("server said \(portLine)") }
-        let load = try ChildProcess(arguments: ["load", "--port", "\(port)"])
+        // A cluster node binds every connection to a uid: give each its own.
+        let path = kind == "node" ? "/ws?uid=u{n}" : "/ws"
+        let load = try ChildProcess(arguments: ["load", "--port", "\(port)", "--path", path])
         defer { load.stop() }
 
         try await Task.sleep(for: .milliseconds(300))

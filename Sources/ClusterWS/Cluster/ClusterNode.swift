@@ -44,8 +44,8 @@ public final class ClusterNode: Service, Sendable {
     let keys: ClusterKeys
     let metrics: ClusterMetrics
     package let redis: RedisConnection
-    let subscriber: RedisSubscriber
-    let registry: LocalRegistry
+    package let subscriber: RedisSubscriber
+    package let registry: LocalRegistry
     let server: WebSocketServer
     let logger: Logger
     /// Set after the first heartbeat: a later one that finds no heartbeat key
@@ -122,10 +122,18 @@ public final class ClusterNode: Service, Sendable {
                 do {
                     try await self.bind(fd, uid: uid)
                 } catch {
-                    self.logger.warning("bind failed; closing", metadata: ["fd": "\(fd)", "uid": "\(uid)", "error": "\(error)"])
-                    await socket.close(code: .internalError, reason: "could not register")
-                    return
+                    if await socket.closeCode == nil {
+                        self.logger.warning("bind failed; closing", metadata: ["fd": "\(fd)", "uid": "\(uid)", "error": "\(error)"])
+                        await socket.close(code: .internalError, reason: "could not register")
+                    }
                 }
+            }
+            // The client may have gone while it was being registered; the cleanup task may then
+            // have run before the registration and found nothing. Forget it here (idempotent,
+            // and after this task's own writes to Redis, so nothing is left behind).
+            if await socket.closeCode != nil {
+                await self.forget(fd.fd)
+                return
             }
             self.logger.debug("connection open", metadata: ["fd": "\(fd)", "uid": "\(socket.attributes["uid"] ?? "-")"])
             await onOpen(ClusterSocket(fd: fd, socket: socket, uid: socket.attributes["uid"]))
@@ -226,14 +234,19 @@ public final class ClusterNode: Service, Sendable {
     /// Removes the relations of every connection that closes, in one task.
     private func cleanUpClosedConnections() async {
         for await fd in closed {
-            let (uid, emptiedRooms) = await registry.remove(fd)
-            guard !abandoned.load(ordering: .relaxed) else { continue }
-            if let uid {
-                await removeRelations(of: distributedFD(local: Int(fd)), uid: uid)
-            }
-            if !emptiedRooms.isEmpty {
-                _ = try? await redis.send(batch: roomRemovalCommands(node: id, rooms: emptiedRooms))
-            }
+            await forget(fd)
+        }
+    }
+
+    /// A closed connection leaves the registry, its rooms and its relations.
+    private func forget(_ fd: UInt64) async {
+        let (uid, emptiedRooms) = await registry.remove(fd)
+        guard !abandoned.load(ordering: .relaxed) else { return }
+        if let uid {
+            await removeRelations(of: distributedFD(local: Int(fd)), uid: uid)
+        }
+        if !emptiedRooms.isEmpty {
+            _ = try? await redis.send(batch: roomRemovalCommands(node: id, rooms: emptiedRooms))
         }
     }
 }

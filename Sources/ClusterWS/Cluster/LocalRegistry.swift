@@ -4,7 +4,7 @@
 /// (first local member) or may unsubscribe (last one gone), and makes those
 /// subscriber calls itself, in the order it decides them, so the channel set
 /// in Redis always ends where the tables are.
-actor LocalRegistry {
+package actor LocalRegistry {
     private struct Entry {
         let socket: WebSocket
         var uid: String?
@@ -22,7 +22,7 @@ actor LocalRegistry {
         self.keys = keys
     }
 
-    var count: Int { entries.count }
+    package var count: Int { entries.count }
 
     func add(_ fd: UInt64, _ socket: WebSocket) {
         entries[fd] = Entry(socket: socket)
