@@ -55,8 +55,12 @@ public final class ClusterNode: Service, Sendable {
     let queueSHA = Mutex<String?>(nil)
     /// Set by ``abandon()``: stop without removing anything from Redis, as a crash would.
     let abandoned = Atomic<Bool>(false)
-    private let closed: AsyncStream<UInt64>
-    private let closedContinuation: AsyncStream<UInt64>.Continuation
+    /// Connections closed and not yet cleaned up; the stream wakes the cleanup
+    /// task when this goes from empty to not empty, so a mass disconnect is
+    /// cleaned up in batches.
+    private let closedFDs = Mutex<[UInt64]>([])
+    private let closed: AsyncStream<Void>
+    private let closedContinuation: AsyncStream<Void>.Continuation
 
     /// Creates a node; nothing connects or listens until ``run()``.
     /// - Throws: ``ClusterError/invalidConfiguration(_:)`` for a bad server id
@@ -101,7 +105,7 @@ public final class ClusterNode: Service, Sendable {
         authenticate: @escaping @Sendable (WebSocketRequest) async throws -> String? = { _ in nil },
         onOpen: @escaping @Sendable (ClusterSocket) async -> Void = { _ in }
     ) {
-        let closedContinuation = self.closedContinuation
+
         let limit = configuration.maxConnectionsPerUser
         let metrics = self.metrics
         server.addRoute(path) { request in
@@ -113,7 +117,7 @@ public final class ClusterNode: Service, Sendable {
         } onClose: { socket, code in
             metrics.connections.decrement()
             if code == .policyViolation { metrics.drops["slow_consumer"]?.increment() }
-            closedContinuation.yield(UInt64(socket.id))
+            self.noteClosed(UInt64(socket.id))
         } onOpen: { socket in
             metrics.connections.increment()
             let fd = DistributedFD(node: self.id, epoch: self.epoch, fd: UInt64(socket.id))
@@ -132,7 +136,7 @@ public final class ClusterNode: Service, Sendable {
             // have run before the registration and found nothing. Forget it here (idempotent,
             // and after this task's own writes to Redis, so nothing is left behind).
             if await socket.closeCode != nil {
-                await self.forget(fd.fd)
+                await self.forget([fd.fd])
                 return
             }
             self.logger.debug("connection open", metadata: ["fd": "\(fd)", "uid": "\(socket.attributes["uid"] ?? "-")"])
@@ -232,21 +236,36 @@ public final class ClusterNode: Service, Sendable {
     }
 
     /// Removes the relations of every connection that closes, in one task.
-    private func cleanUpClosedConnections() async {
-        for await fd in closed {
-            await forget(fd)
+    private func noteClosed(_ fd: UInt64) {
+        let wake = closedFDs.withLock { pending -> Bool in
+            pending.append(fd)
+            return pending.count == 1
         }
+        if wake { closedContinuation.yield() }
     }
 
-    /// A closed connection leaves the registry, its rooms and its relations.
-    private func forget(_ fd: UInt64) async {
-        let (uid, emptiedRooms) = await registry.remove(fd)
-        guard !abandoned.load(ordering: .relaxed) else { return }
-        if let uid {
-            await removeRelations(of: distributedFD(local: Int(fd)), uid: uid)
+    private func cleanUpClosedConnections() async {
+        for await _ in closed {
+            await forget(closedFDs.withLock { pending in defer { pending = [] }; return pending })
         }
-        if !emptiedRooms.isEmpty {
-            _ = try? await redis.send(batch: roomRemovalCommands(node: id, rooms: emptiedRooms))
+        await forget(closedFDs.withLock { pending in defer { pending = [] }; return pending })
+    }
+
+    /// Closed connections leave the registry, their rooms and their relations,
+    /// in one registry call and pipelined Redis batches.
+    private func forget(_ fds: [UInt64]) async {
+        guard !fds.isEmpty else { return }
+        let (bound, emptiedRooms) = await registry.remove(fds)
+        guard !abandoned.load(ordering: .relaxed) else { return }
+        var commands = bound.flatMap { fd, uid in removalCommands(distributedFD(local: Int(fd)), uid: uid) }
+        commands += roomRemovalCommands(node: id, rooms: emptiedRooms)
+        for start in stride(from: 0, to: commands.count, by: 1_000) {
+            do {
+                try await redis.send(batch: Array(commands[start..<min(start + 1_000, commands.count)])).throwFirstFailure()
+            } catch {
+                logger.warning("could not remove relations of closed connections; the TTL or a janitor will",
+                               metadata: ["error": "\(error)"])
+            }
         }
     }
 }

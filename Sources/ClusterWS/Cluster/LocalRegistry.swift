@@ -28,19 +28,26 @@ package actor LocalRegistry {
         entries[fd] = Entry(socket: socket)
     }
 
-    /// Removes a closed connection; returns its uid and the rooms it was the
-    /// last local member of.
-    func remove(_ fd: UInt64) async -> (uid: String?, emptiedRooms: [String]) {
-        guard let entry = entries.removeValue(forKey: fd) else { return (nil, []) }
+    /// Removes closed connections (unknown ones are skipped); returns the
+    /// bound ones with their uids, and the rooms that lost their last local
+    /// member. Channels no longer needed are unsubscribed in one go.
+    func remove(_ fds: [UInt64]) async -> (bound: [(fd: UInt64, uid: String)], emptiedRooms: [String]) {
         var gone: [String] = []
         var emptied: [String] = []
-        if let uid = entry.uid, detach(fd, from: &users, key: uid) { gone.append(keys.userChannel(uid)) }
-        for room in entry.rooms where detach(fd, from: &rooms, key: room) {
-            gone.append(keys.roomChannel(room))
-            emptied.append(room)
+        var bound: [(fd: UInt64, uid: String)] = []
+        for fd in fds {
+            guard let entry = entries.removeValue(forKey: fd) else { continue }
+            if let uid = entry.uid {
+                bound.append((fd, uid))
+                if detach(fd, from: &users, key: uid) { gone.append(keys.userChannel(uid)) }
+            }
+            for room in entry.rooms where detach(fd, from: &rooms, key: room) {
+                gone.append(keys.roomChannel(room))
+                emptied.append(room)
+            }
         }
         if !gone.isEmpty { try? await subscriber.unsubscribe(gone) }
-        return (entry.uid, emptied)
+        return (bound, emptied)
     }
 
     /// Binds `fd` to `uid` (replacing an earlier uid). Returns the earlier uid,

@@ -93,15 +93,6 @@ extension ClusterNode {
         ]
     }
 
-    /// Best effort: a failure is logged; the janitor or the TTL removes it later.
-    func removeRelations(of fd: DistributedFD, uid: String) async {
-        do {
-            try await redis.send(batch: removalCommands(fd, uid: uid)).throwFirstFailure()
-        } catch {
-            logger.warning("could not remove relations", metadata: ["fd": "\(fd)", "error": "\(error)"])
-        }
-    }
-
     /// The subset of `fds` whose node is alive in the same epoch.
     func live(_ fds: [DistributedFD]) async throws -> [DistributedFD] {
         let nodes = Array(Set(fds.map(\.node)))
