@@ -28,7 +28,7 @@ struct ClusterLifecycleTests {
             try await eventually("the janitor") {
                 try await redis.send(RedisCommand("EXISTS", "test:user:relate:fd:casper")).int == 0
             }
-            #expect(clock.now - start < .seconds(3))
+            #expect(clock.now - start < .seconds(5))
             try await eventually("the ghost to leave the set of nodes") {
                 try await redis.send(RedisCommand("SISMEMBER", "test:nodes", "ghost")).int == 0
             }
@@ -51,7 +51,7 @@ struct ClusterLifecycleTests {
                 try await cluster["a"].redis.send(RedisCommand("EXISTS", "test:user:relate:fd:carl")).int == 0
             }
             // Liveness window 600 ms + one janitor round (100 ms), with slack for a loaded machine.
-            #expect(clock.now - start < .seconds(3))
+            #expect(clock.now - start < .seconds(5))
             #expect(try await cluster["a"].sender.send(uid: "carl", .text("?")) == 0)
             await cluster.stopAll()
         }

@@ -109,7 +109,7 @@ func withCluster<T: Sendable>(
 }
 
 /// Polls `condition` (each check a Redis round trip or a cheap read) until it holds.
-func eventually(_ what: String, within limit: Duration = .seconds(5),
+func eventually(_ what: String, within limit: Duration = .seconds(10),
                 _ condition: @escaping @Sendable () async throws -> Bool) async throws {
     try await within(limit, what) {
         while try await !condition() { try await Task.sleep(for: .milliseconds(20)) }

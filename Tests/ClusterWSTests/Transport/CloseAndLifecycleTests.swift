@@ -97,7 +97,7 @@ struct CloseAndLifecycleTests {
 
     @Test func keepalivePingsAndClosesASilentPeer() async throws {
         var configuration = WebSocketServerConfiguration.testing
-        configuration.keepalive = .enabled(pingInterval: .milliseconds(200), pongTimeout: .seconds(2))
+        configuration.keepalive = .enabled(pingInterval: .milliseconds(200), pongTimeout: .seconds(5))
         try await withWebSocketServer(configuration) { _, port in
             let alive = try await connectedClient(port: port)
             let silent = try await connectedClient(port: port)
