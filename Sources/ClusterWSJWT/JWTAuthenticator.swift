@@ -94,6 +94,7 @@ public struct ClusterWSClaims: JWTPayload {
         self.nbf = nbf.map { NotBeforeClaim(value: $0) }
     }
 
+    /// Refuses an expired token, or one used before its `nbf`.
     public func verify(using algorithm: some JWTAlgorithm) async throws {
         try exp.verifyNotExpired()
         try nbf?.verifyNotBefore()

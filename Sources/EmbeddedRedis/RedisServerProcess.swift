@@ -13,6 +13,7 @@ public enum EmbeddedRedisError: Error, CustomStringConvertible {
     /// The server did not report readiness in time.
     case startTimeout(output: String)
 
+    /// A sentence saying what went wrong and how to fix it.
     public var description: String {
         switch self {
         case .notInstalled:

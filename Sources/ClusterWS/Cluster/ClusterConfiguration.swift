@@ -89,7 +89,9 @@ public struct ClusterConfiguration: Sendable {
     public struct RedisURL: Sendable, ExpressibleByStringLiteral {
         /// The URL text.
         public var url: String
+        /// Wraps a URL text.
         public init(_ url: String) { self.url = url }
+        /// Wraps a URL literal.
         public init(stringLiteral value: String) { self.url = value }
     }
 

@@ -23,6 +23,7 @@ public struct DistributedFD: Hashable, Sendable, Codable, LosslessStringConverti
         self.fd = fd
     }
 
+    /// The string form, `node#epoch#fd` (epoch as 16 lowercase hex digits).
     public var description: String {
         let hex = String(epoch, radix: 16)
         return "\(node)#\(String(repeating: "0", count: 16 - hex.count))\(hex)#\(fd)"
@@ -45,6 +46,7 @@ public struct DistributedFD: Hashable, Sendable, Codable, LosslessStringConverti
         self.init(node: String(node), epoch: epoch, fd: fd)
     }
 
+    /// Decodes the string form; malformed text is a `DecodingError`.
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let parsed = DistributedFD(text) else {
@@ -53,6 +55,7 @@ public struct DistributedFD: Hashable, Sendable, Codable, LosslessStringConverti
         self = parsed
     }
 
+    /// Encodes the string form.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(description)

@@ -39,6 +39,7 @@ public actor WebSocket {
     /// Set once the connection has closed: the code the peer sent or we failed it with.
     public private(set) var closeCode: WebSocketCloseCode?
 
+    /// The connection's event loop: the actor runs where its socket does.
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
         channel.eventLoop.executor.asUnownedSerialExecutor()
     }

@@ -1,7 +1,9 @@
 /// A WebSocket close status code (RFC 6455 §7.4).
 public struct WebSocketCloseCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    /// The numeric code.
     public var rawValue: UInt16
 
+    /// Any code, including application codes 3000–4999.
     public init(rawValue: UInt16) { self.rawValue = rawValue }
 
     /// 1000: the purpose of the connection was fulfilled.
@@ -34,5 +36,6 @@ public struct WebSocketCloseCode: RawRepresentable, Hashable, Sendable, CustomSt
         }
     }
 
+    /// The code as a number.
     public var description: String { String(rawValue) }
 }

@@ -85,9 +85,11 @@ final class InboundBuffer: Sendable {
 /// The messages a client sends on one connection, as an `AsyncSequence`.
 /// It ends when the connection closes.
 public struct WebSocketMessages: AsyncSequence, Sendable {
+    /// Whole, validated messages.
     public typealias Element = WebSocketMessage
     let buffer: InboundBuffer
 
+    /// Waits for the next message; `nil` once the connection has closed and the buffer is empty.
     public struct AsyncIterator: AsyncIteratorProtocol {
         let buffer: InboundBuffer
 
@@ -96,5 +98,6 @@ public struct WebSocketMessages: AsyncSequence, Sendable {
         }
     }
 
+    /// An iterator; use one per connection, from one task.
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(buffer: buffer) }
 }
