@@ -60,27 +60,12 @@ struct BenchmarkServer: AsyncParsableCommand {
                 group.addTask { try await server.run() }
                 reply("port \(try await server.waitUntilListening())")
             }
-            for await line in standardInputLines() {
-                let words = line.split(separator: " ")
-                switch words.first {
-                case "count":
-                    reply("count \(server.connectionCount)")
-                case "broadcast":
-                    // "broadcast N bytes": N calls back to back (they coalesce into bursts).
-                    let (messages, size) = (Int(words[1]) ?? 0, Int(words[2]) ?? 0)
-                    let payload = ByteBuffer(repeating: 0x61, count: size)
-                    for _ in 0..<messages { server.broadcast(.binary(payload)) }
-                    reply("sent")
-                case "paced":
-                    // "paced N bytes": each broadcast awaited before the next: one frame, one flush per connection each.
-                    let (messages, size) = (Int(words[1]) ?? 0, Int(words[2]) ?? 0)
-                    let payload = ByteBuffer(repeating: 0x61, count: size)
-                    for _ in 0..<messages { await server.broadcastAndWait([.binary(payload)]) }
-                    reply("sent")
-                default:
-                    reply("unknown")
-                }
-            }
+            // "broadcast": calls back to back (they coalesce into bursts); "paced": each awaited,
+            // so one frame and one flush per connection each.
+            await serveCommands(
+                count: { server.connectionCount },
+                broadcast: { payload in server.broadcast(.binary(payload)) },
+                paced: { payload in await server.broadcastAndWait([.binary(payload)]) })
             group.cancelAll()
         }
     }
@@ -94,24 +79,11 @@ struct BenchmarkServer: AsyncParsableCommand {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await node.run() }
             reply("port \(try await node.waitUntilListening())")
-            for await line in standardInputLines() {
-                let words = line.split(separator: " ")
-                switch words.first {
-                case "count":
-                    // Until the cleanup of closed connections has caught up, they still count.
-                    reply("count \(max(node.connectionCount, await node.registry.count))")
-                case "state":
-                    reply("state registry=\(await node.registry.count) channels=\(await node.subscriber.subscribedChannels.count)")
-                case "broadcast", "paced":
-                    // sendAll: local connections directly, plus one PUBLISH for other nodes (none here).
-                    let (messages, size) = (Int(words[1]) ?? 0, Int(words[2]) ?? 0)
-                    let payload = ByteBuffer(repeating: 0x61, count: size)
-                    for _ in 0..<messages { _ = try? await node.sender.sendAll(.binary(payload)) }
-                    reply("sent")
-                default:
-                    reply("unknown")
-                }
-            }
+            // sendAll: local connections directly, plus one PUBLISH for other nodes (none here).
+            // Until the cleanup of closed connections has caught up, they still count.
+            let sendAll: @Sendable (ByteBuffer) async -> Void = { payload in _ = try? await node.sender.sendAll(.binary(payload)) }
+            await serveCommands(count: { max(node.connectionCount, await node.registry.count) },
+                                broadcast: sendAll, paced: sendAll)
             group.cancelAll()
         }
     }
@@ -134,22 +106,34 @@ struct BenchmarkServer: AsyncParsableCommand {
         )
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await app.runService(gracefulShutdownSignals: []) }
-            for await line in standardInputLines() {
-                let words = line.split(separator: " ")
-                switch words.first {
-                case "count":
-                    reply("count \(await connections.count)")
-                case "broadcast", "paced":
-                    // Its broadcast awaits every write: always paced.
-                    let (messages, size) = (Int(words[1]) ?? 0, Int(words[2]) ?? 0)
-                    let payload = ByteBuffer(repeating: 0x61, count: size)
-                    for _ in 0..<messages { await connections.broadcast(payload) }
-                    reply("sent")
-                default:
-                    reply("unknown")
-                }
-            }
+            // Its broadcast awaits every write: always paced.
+            let broadcast: @Sendable (ByteBuffer) async -> Void = { payload in await connections.broadcast(payload) }
+            await serveCommands(count: { await connections.count }, broadcast: broadcast, paced: broadcast)
             group.cancelAll()
+        }
+    }
+}
+
+/// Answers the driver's line commands until standard input closes:
+/// `count` → `count <n>`; `broadcast <messages> <bytes>` and `paced <messages> <bytes>` → `sent`.
+private func serveCommands(
+    count: @Sendable () async -> Int,
+    broadcast: @Sendable (ByteBuffer) async -> Void,
+    paced: @Sendable (ByteBuffer) async -> Void
+) async {
+    for await line in standardInputLines() {
+        let words = line.split(separator: " ")
+        switch words.first {
+        case "count":
+            reply("count \(await count())")
+        case "broadcast", "paced":
+            let (messages, size) = (Int(words[1]) ?? 0, Int(words[2]) ?? 0)
+            let payload = ByteBuffer(repeating: 0x61, count: size)
+            let send = words.first == "broadcast" ? broadcast : paced
+            for _ in 0..<messages { await send(payload) }
+            reply("sent")
+        default:
+            reply("unknown")
         }
     }
 }
