@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 import ClusterWS
 import ClusterWSHummingbird
@@ -33,7 +34,16 @@ struct BenchmarkServer: AsyncParsableCommand {
 
     @Option var kind: Kind
 
+    @Option(help: "Node id (kind node).")
+    var id = "bench"
+
+    @Flag(help: "Kind node: forward every probe a client sends to the uid it names, with sender.send(uid:).")
+    var forward = false
+
     func run() async throws {
+        if ProcessInfo.processInfo.environment["BENCH_NIO_EXECUTOR"] == "1" {
+            _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        }
         var logger = Logger(label: "bench.server")
         logger.logLevel = .error
         switch kind {
@@ -73,17 +83,30 @@ struct BenchmarkServer: AsyncParsableCommand {
     private func runNode(logger: Logger) async throws {
         let redis = try await RedisEndpoint.fromEnvironment()
         defer { redis.embedded?.terminate() }
-        let node = try ClusterNode(configuration: .init(redisURL: .init(redis.url), serverID: "bench", namespace: "bench"),
-                                   logger: logger)
-        node.webSocket("/ws", authenticate: node.insecureUIDFromQuery())
+        // Load clients send far more than a person would: no per-connection rate limit here.
+        let configuration = ClusterConfiguration(redisURL: .init(redis.url), serverID: id, namespace: "bench",
+                                                 webSocket: .init(maxMessagesPerSecond: nil))
+        let node = try ClusterNode(configuration: configuration, logger: logger)
+        if forward {
+            // What a chat server does: each client's messages, in order, to the uid they name.
+            node.webSocket("/ws", authenticate: node.insecureUIDFromQuery()) { socket in
+                for await message in socket.messages {
+                    guard let uid = Probe.target(of: message.data) else { continue }
+                    _ = try? await node.sender.send(uid: uid, message)
+                }
+            }
+        } else {
+            node.webSocket("/ws", authenticate: node.insecureUIDFromQuery())
+        }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await node.run() }
             reply("port \(try await node.waitUntilListening())")
-            // sendAll: local connections directly, plus one PUBLISH for other nodes (none here).
+            // sendAll: local connections directly, plus one PUBLISH for the other nodes.
             // Until the cleanup of closed connections has caught up, they still count.
             let sendAll: @Sendable (ByteBuffer) async -> Void = { payload in _ = try? await node.sender.sendAll(.binary(payload)) }
-            await serveCommands(count: { max(node.connectionCount, await node.registry.count) },
-                                broadcast: sendAll, paced: sendAll)
+            await serveCommands(count: { max(node.connectionCount, node.registry.count) },
+                                broadcast: sendAll, paced: sendAll,
+                                bound: { uid in (try? await node.relations.isOnline(uid: uid)) ?? false })
             group.cancelAll()
         }
     }
@@ -115,11 +138,14 @@ struct BenchmarkServer: AsyncParsableCommand {
 }
 
 /// Answers the driver's line commands until standard input closes:
-/// `count` → `count <n>`; `broadcast <messages> <bytes>` and `paced <messages> <bytes>` → `sent`.
+/// `count` → `count <n>`; `broadcast <messages> <bytes>` and `paced <messages> <bytes>` → `sent`
+/// (each message a probe stamped when it is handed to the server);
+/// `bound <uid prefix> <n>` → `bound yes` once uids prefix0…prefix(n-1) are all online.
 private func serveCommands(
     count: @Sendable () async -> Int,
     broadcast: @Sendable (ByteBuffer) async -> Void,
-    paced: @Sendable (ByteBuffer) async -> Void
+    paced: @Sendable (ByteBuffer) async -> Void,
+    bound: @Sendable (String) async -> Bool = { _ in false }
 ) async {
     for await line in standardInputLines() {
         let words = line.split(separator: " ")
@@ -128,10 +154,14 @@ private func serveCommands(
             reply("count \(await count())")
         case "broadcast", "paced":
             let (messages, size) = (Int(words[1]) ?? 0, Int(words[2]) ?? 0)
-            let payload = ByteBuffer(repeating: 0x61, count: size)
             let send = words.first == "broadcast" ? broadcast : paced
-            for _ in 0..<messages { await send(payload) }
+            for id in 0..<messages { await send(Probe.payload(id: UInt64(id), size: size)) }
             reply("sent")
+        case "bound":
+            let (prefix, total) = (String(words[1]), Int(words[2]) ?? 0)
+            var all = true
+            for index in 0..<total where !(await bound(prefix + String(index))) { all = false; break }
+            reply(all ? "bound yes" : "bound no")
         default:
             reply("unknown")
         }

@@ -10,13 +10,14 @@ final class ChildProcess: @unchecked Sendable {
     private let lines: AsyncStream<String>
     private var iterator: AsyncStream<String>.AsyncIterator
 
-    /// Starts this same executable with `arguments`.
-    init(arguments: [String]) throws {
+    /// Starts this same executable with `arguments`, adding `environment` to this process's.
+    init(arguments: [String], environment: [String: String] = [:]) throws {
         process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
         if !FileManager.default.isExecutableFile(atPath: process.executableURL!.path) {
             process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         }
         process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardInput = input
         process.standardOutput = output
         process.standardError = FileHandle.standardError

@@ -21,16 +21,22 @@ struct LoadClients: AsyncParsableCommand {
     @Option(help: "Request path; {n} is replaced by the connection's number (for distinct uids).")
     var path: String = "/ws"
     @Option var host: String = "127.0.0.1"
+    @Flag(help: "Probe clients: parse every frame, record latency and ids, and send probes on request.")
+    var probe = false
 
     func run() async throws {
+        if ProcessInfo.processInfo.environment["BENCH_NIO_EXECUTOR"] == "1" {
+            _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        }
         let counter = TargetCounter()
+        let recorder = ProbeRecorder()
         var channels: [any Channel] = []
         for await line in standardInputLines() {
-            let words = line.split(separator: " ")
+            let words = line.split(separator: " ").map(String.init)
             switch words.first {
             case "open":
                 let count = Int(words[1]) ?? 0
-                channels += try await open(count, counter: counter)
+                channels += try await open(count, counter: counter, recorder: recorder)
                 reply("opened \(channels.count)")
             case "expect":
                 let target = Int(words[1]) ?? 0
@@ -38,10 +44,30 @@ struct LoadClients: AsyncParsableCommand {
                 reply("armed")
                 let complete = await counter.reached(within: .seconds(60))
                 reply(complete ? "reached \(target)" : "timeout \(counter.countBeforeTimeout)")
+            case "track":  // track <expected> <unicast 0|1>
+                recorder.reset(expected: Int(words[1]) ?? 0, unicast: words[2] == "1")
+                reply("armed")
+            case "wait":  // wait <seconds>
+                let complete = await recorder.completed(within: .seconds(Int(words[1]) ?? 30))
+                reply(complete ? "done" : "timeout")
+            case "stats":
+                reply(recorder.summary())
+            case "blast", "pace":  // blast <total> <receivers> <uid prefix> <size> | pace <rate> <total> ...
+                let paced = words[0] == "pace"
+                let rest = Array(words.dropFirst(paced ? 2 : 1))
+                let plan = SendPlan(mode: paced ? .paced(rate: Double(words[1]) ?? 1) : .blast,
+                                    total: Int(rest[0]) ?? 0, receivers: Int(rest[1]) ?? 1, uidPrefix: rest[2],
+                                    size: Int(rest[3]) ?? 64, clients: channels.count)
+                for (index, channel) in channels.enumerated() {
+                    channel.triggerUserOutboundEvent(StartSending(plan: plan, index: index), promise: nil)
+                }
+                await plan.finished.reached()
+                reply("sent")
             case "closeall":
                 for channel in channels { channel.close(promise: nil) }
                 for channel in channels { try? await channel.closeFuture.get() }
                 channels = []
+                connectionNumber.store(0, ordering: .relaxed)
                 reply("closed")
             default:
                 reply("unknown \(line)")
@@ -49,7 +75,7 @@ struct LoadClients: AsyncParsableCommand {
         }
     }
 
-    private func open(_ count: Int, counter: TargetCounter) async throws -> [any Channel] {
+    private func open(_ count: Int, counter: TargetCounter, recorder: ProbeRecorder) async throws -> [any Channel] {
         var opened: [any Channel] = []
         var next = 0
         let base = connectionNumber.add(count, ordering: .relaxed).oldValue
@@ -58,9 +84,11 @@ struct LoadClients: AsyncParsableCommand {
             try await withThrowingTaskGroup(of: (any Channel).self) { group in
                 for index in 0..<batch {
                     let target = path.replacingOccurrences(of: "{n}", with: String(base + next + index))
-                    group.addTask { [host, port] in
+                    let uid = target.range(of: "uid=").map { String(target[$0.upperBound...]) } ?? ""
+                    group.addTask { [host, port, probe] in
                         try await connectWebSocketClient(host: host, port: port, path: target) { upgraded in
-                            FrameCountingHandler(counter: counter, upgraded: upgraded)
+                            probe ? ProbeClientHandler(recorder: recorder, uid: uid, upgraded: upgraded) as any ChannelInboundHandler
+                                : FrameCountingHandler(counter: counter, upgraded: upgraded)
                         }
                     }
                 }

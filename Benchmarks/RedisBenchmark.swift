@@ -66,18 +66,9 @@ struct RedisBenchmark: AsyncParsableCommand {
                 var reported = Double.nan
                 var baselineReceived = 0
                 if !skipBaseline {
-                progress("redis-benchmark -P \(depth) -c \(clients) -n \(messages) PUBLISH")
-                received.reset(target: messages)
-                let clock = ContinuousClock()
-                let baselineStart = clock.now
-                reported = try await offPool { [messages, clients] in
-                    try RedisBenchmarkTool.publish(
-                        host: configuration.host, port: configuration.port, password: configuration.password,
-                        channel: channel, payload: payload, requests: messages, clients: clients, pipeline: depth)
-                }
-                _ = await received.reached(within: .seconds(30))
-                baselineReceived = received.count
-                baseline = Double(baselineReceived) / (clock.now - baselineStart).seconds
+                    (baseline, reported, baselineReceived) = try await RedisBenchmarkTool.delivered(
+                        configuration: configuration, received: received, channel: channel, payload: payload,
+                        messages: messages, clients: clients, pipeline: depth)
                 }
 
                 progress("ClusterWS RedisConnection, \(clients) senders, \(depth == 1 ? "one command per await" : "batches of \(depth)")")

@@ -1,7 +1,26 @@
+import ClusterWS
 import Foundation
 
 /// Runs Debian's `redis-benchmark` against the same server, as the baseline.
 enum RedisBenchmarkTool {
+    /// Runs `redis-benchmark` PUBLISH on `channel` while a subscriber of ours
+    /// counts into `received`: (delivered msgs/s from start until the subscriber
+    /// has the last one, the tool's own req/s, messages received).
+    static func delivered(configuration: RedisConfiguration, received: TargetCounter, channel: String, payload: String,
+                          messages: Int, clients: Int, pipeline: Int) async throws -> (Double, Double, Int) {
+        progress("redis-benchmark -P \(pipeline) -c \(clients) -n \(messages) PUBLISH")
+        received.reset(target: messages)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let reported = try await offPool {
+            try publish(host: configuration.host, port: configuration.port, password: configuration.password,
+                        channel: channel, payload: payload, requests: messages, clients: clients, pipeline: pipeline)
+        }
+        _ = await received.reached(within: .seconds(30))
+        let count = received.count
+        return (Double(count) / (clock.now - start).seconds, reported, count)
+    }
+
     /// Requests per second `redis-benchmark` reports for
     /// `PUBLISH <channel> <payload>` with `clients` connections and pipeline depth `pipeline`.
     static func publish(host: String, port: Int, password: String?, channel: String, payload: String,

@@ -24,7 +24,7 @@ extension ClusterNode {
     func reregister() async throws {
         let ttl = RedisArgument.integer(Int(configuration.ttl.components.seconds))
         var commands: [RedisCommand] = []
-        for (fd, uid) in await registry.bindings() {
+        for (fd, uid) in registry.bindings() {
             let address = distributedFD(local: Int(fd))
             commands += [
                 RedisCommand("SADD", .string(keys.user(uid)), .string(address.description)),
@@ -33,7 +33,7 @@ extension ClusterNode {
                 RedisCommand("SADD", .string(keys.nodeFDs(id)), .string(address.description)),
             ]
         }
-        for room in await registry.localRooms() {
+        for room in registry.localRooms() {
             commands += [RedisCommand("SADD", .string(keys.roomNodes(room)), .string(id)),
                          RedisCommand("SADD", .string(keys.nodeRooms(id)), .string(room))]
         }
@@ -69,7 +69,7 @@ extension ClusterNode {
     func refreshRelations() async throws {
         let ttl = RedisArgument.integer(Int(configuration.ttl.components.seconds))
         var commands: [RedisCommand] = []
-        for (fd, uid) in await registry.bindings() {
+        for (fd, uid) in registry.bindings() {
             commands.append(RedisCommand("EXPIRE", .string(keys.user(uid)), ttl))
             commands.append(RedisCommand("EXPIRE", .string(keys.fd(distributedFD(local: Int(fd)))), ttl))
         }

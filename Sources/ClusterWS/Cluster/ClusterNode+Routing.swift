@@ -32,17 +32,17 @@ extension ClusterNode {
                 logger.debug("dropped a message for a connection of an earlier run")
                 return
             }
-            targets = await registry.sockets(fds: fds)
+            targets = registry.sockets(fds: fds)
         case .user(let uid):
             guard !fromHere else { return }  // delivered locally when sent
-            targets = await registry.sockets(user: uid)
+            targets = registry.sockets(user: uid)
         case .room(let room):
             guard !fromHere else { return }
-            targets = await registry.sockets(room: room)
+            targets = registry.sockets(room: room)
         case .all(let except):
             guard !fromHere else { return }
             let mine = Set(except.filter { $0.node == id && $0.epoch == epoch }.map(\.fd))
-            targets = await registry.allSockets(except: mine)
+            targets = registry.allSockets(except: mine)
         }
         statistics.add("routed")
         metrics.deliveredRouted.increment(by: targets.count)

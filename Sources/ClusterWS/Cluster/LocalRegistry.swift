@@ -1,9 +1,15 @@
+import Synchronization
+
 /// The node's own connections: fd → socket, uid → fds, room → fds.
 ///
 /// It decides when the node must subscribe to a user's or a room's channel
 /// (first local member) or may unsubscribe (last one gone), and makes those
 /// subscriber calls itself, in the order it decides them, so the channel set
 /// in Redis always ends where the tables are.
+///
+/// Every change goes through the actor; the tables themselves sit behind a
+/// lock, so the hot paths (a send looking up its local targets, the router
+/// resolving an envelope) read them from any thread without an actor hop.
 package actor LocalRegistry {
     private struct Entry {
         let socket: WebSocket
@@ -11,9 +17,17 @@ package actor LocalRegistry {
         var rooms: Set<String> = []
     }
 
-    private var entries: [UInt64: Entry] = [:]
-    private var users: [String: Set<UInt64>] = [:]
-    private var rooms: [String: Set<UInt64>] = [:]
+    private struct Tables {
+        var entries: [UInt64: Entry] = [:]
+        var users: [String: Set<UInt64>] = [:]
+        var rooms: [String: Set<UInt64>] = [:]
+
+        func sockets(_ fds: Set<UInt64>?) -> [WebSocket] {
+            fds.map { $0.compactMap { entries[$0]?.socket } } ?? []
+        }
+    }
+
+    private let tables = Mutex(Tables())
     private let subscriber: RedisSubscriber
     private let keys: ClusterKeys
 
@@ -22,29 +36,33 @@ package actor LocalRegistry {
         self.keys = keys
     }
 
-    package var count: Int { entries.count }
+    package nonisolated var count: Int { tables.withLock { $0.entries.count } }
 
     func add(_ fd: UInt64, _ socket: WebSocket) {
-        entries[fd] = Entry(socket: socket)
+        tables.withLock { $0.entries[fd] = Entry(socket: socket) }
     }
 
     /// Removes closed connections (unknown ones are skipped); returns the
     /// bound ones with their uids, and the rooms that lost their last local
     /// member. Channels no longer needed are unsubscribed in one go.
     func remove(_ fds: [UInt64]) async -> (bound: [(fd: UInt64, uid: String)], emptiedRooms: [String]) {
-        var gone: [String] = []
-        var emptied: [String] = []
-        var bound: [(fd: UInt64, uid: String)] = []
-        for fd in fds {
-            guard let entry = entries.removeValue(forKey: fd) else { continue }
-            if let uid = entry.uid {
-                bound.append((fd, uid))
-                if detach(fd, from: &users, key: uid) { gone.append(keys.userChannel(uid)) }
+        let keys = self.keys
+        let (bound, gone, emptied) = tables.withLock { tables in
+            var gone: [String] = []
+            var emptied: [String] = []
+            var bound: [(fd: UInt64, uid: String)] = []
+            for fd in fds {
+                guard let entry = tables.entries.removeValue(forKey: fd) else { continue }
+                if let uid = entry.uid {
+                    bound.append((fd, uid))
+                    if Self.detach(fd, from: &tables.users, key: uid) { gone.append(keys.userChannel(uid)) }
+                }
+                for room in entry.rooms where Self.detach(fd, from: &tables.rooms, key: room) {
+                    gone.append(keys.roomChannel(room))
+                    emptied.append(room)
+                }
             }
-            for room in entry.rooms where detach(fd, from: &rooms, key: room) {
-                gone.append(keys.roomChannel(room))
-                emptied.append(room)
-            }
+            return (bound, gone, emptied)
         }
         if !gone.isEmpty { try? await subscriber.unsubscribe(gone) }
         return (bound, emptied)
@@ -53,14 +71,17 @@ package actor LocalRegistry {
     /// Binds `fd` to `uid` (replacing an earlier uid). Returns the earlier uid,
     /// or `nil`; throws ``ClusterError/unknownConnection(_:)`` for an fd that is not open here.
     func bind(_ fd: UInt64, uid: String) async throws -> String? {
-        guard var entry = entries[fd] else { throw ClusterError.unknownConnection(String(fd)) }
-        let previous = entry.uid
-        guard previous != uid else { return previous }
-        entry.uid = uid
-        entries[fd] = entry
-        var gone: [String] = []
-        if let previous, detach(fd, from: &users, key: previous) { gone.append(keys.userChannel(previous)) }
-        let first = attach(fd, to: &users, key: uid)
+        let keys = self.keys
+        let (previous, gone, first) = try tables.withLock { tables -> (String?, [String], Bool) in
+            guard var entry = tables.entries[fd] else { throw ClusterError.unknownConnection(String(fd)) }
+            let previous = entry.uid
+            guard previous != uid else { return (previous, [], false) }
+            entry.uid = uid
+            tables.entries[fd] = entry
+            var gone: [String] = []
+            if let previous, Self.detach(fd, from: &tables.users, key: previous) { gone.append(keys.userChannel(previous)) }
+            return (previous, gone, Self.attach(fd, to: &tables.users, key: uid))
+        }
         if !gone.isEmpty { try await subscriber.unsubscribe(gone) }
         if first { try await subscriber.subscribe([keys.userChannel(uid)]) }
         return previous
@@ -68,67 +89,76 @@ package actor LocalRegistry {
 
     /// Unbinds `fd`; returns the uid it had.
     func unbind(_ fd: UInt64) async throws -> String? {
-        guard var entry = entries[fd], let uid = entry.uid else { return nil }
-        entry.uid = nil
-        entries[fd] = entry
-        if detach(fd, from: &users, key: uid) { try await subscriber.unsubscribe([keys.userChannel(uid)]) }
+        let (uid, last) = tables.withLock { tables -> (String?, Bool) in
+            guard var entry = tables.entries[fd], let uid = entry.uid else { return (nil, false) }
+            entry.uid = nil
+            tables.entries[fd] = entry
+            return (uid, Self.detach(fd, from: &tables.users, key: uid))
+        }
+        if let uid, last { try await subscriber.unsubscribe([keys.userChannel(uid)]) }
         return uid
     }
 
     /// Adds `fd` to `room`; `true` if it is the room's first local member.
     func join(_ fd: UInt64, room: String) async throws -> Bool {
-        guard var entry = entries[fd] else { throw ClusterError.unknownConnection(String(fd)) }
-        guard entry.rooms.insert(room).inserted else { return false }
-        entries[fd] = entry
-        guard attach(fd, to: &rooms, key: room) else { return false }
+        let first = try tables.withLock { tables -> Bool in
+            guard var entry = tables.entries[fd] else { throw ClusterError.unknownConnection(String(fd)) }
+            guard entry.rooms.insert(room).inserted else { return false }
+            tables.entries[fd] = entry
+            return Self.attach(fd, to: &tables.rooms, key: room)
+        }
+        guard first else { return false }
         try await subscriber.subscribe([keys.roomChannel(room)])
         return true
     }
 
     /// Removes `fd` from `room`; `true` if it was the room's last local member.
     func leave(_ fd: UInt64, room: String) async throws -> Bool {
-        guard var entry = entries[fd], entry.rooms.remove(room) != nil else { return false }
-        entries[fd] = entry
-        guard detach(fd, from: &rooms, key: room) else { return false }
+        let last = tables.withLock { tables -> Bool in
+            guard var entry = tables.entries[fd], entry.rooms.remove(room) != nil else { return false }
+            tables.entries[fd] = entry
+            return Self.detach(fd, from: &tables.rooms, key: room)
+        }
+        guard last else { return false }
         try await subscriber.unsubscribe([keys.roomChannel(room)])
         return true
     }
 
     /// The rooms with at least one local member.
-    func localRooms() -> [String] { Array(rooms.keys) }
+    nonisolated func localRooms() -> [String] { tables.withLock { Array($0.rooms.keys) } }
 
-    func uid(of fd: UInt64) -> String? { entries[fd]?.uid }
+    nonisolated func uid(of fd: UInt64) -> String? { tables.withLock { $0.entries[fd]?.uid } }
 
-    func sockets(user uid: String) -> [WebSocket] {
-        users[uid].map { $0.compactMap { entries[$0]?.socket } } ?? []
+    nonisolated func sockets(user uid: String) -> [WebSocket] {
+        tables.withLock { $0.sockets($0.users[uid]) }
     }
 
-    func sockets(room: String) -> [WebSocket] {
-        rooms[room].map { $0.compactMap { entries[$0]?.socket } } ?? []
+    nonisolated func sockets(room: String) -> [WebSocket] {
+        tables.withLock { $0.sockets($0.rooms[room]) }
     }
 
-    func sockets(fds: [UInt64]) -> [WebSocket] {
-        fds.compactMap { entries[$0]?.socket }
+    nonisolated func sockets(fds: [UInt64]) -> [WebSocket] {
+        tables.withLock { tables in fds.compactMap { tables.entries[$0]?.socket } }
     }
 
-    func allSockets(except: Set<UInt64>) -> [WebSocket] {
-        entries.compactMap { except.contains($0.key) ? nil : $0.value.socket }
+    nonisolated func allSockets(except: Set<UInt64>) -> [WebSocket] {
+        tables.withLock { $0.entries.compactMap { except.contains($0.key) ? nil : $0.value.socket } }
     }
 
     /// Every bound connection and its uid (for TTL refresh and shutdown).
-    func bindings() -> [(fd: UInt64, uid: String)] {
-        entries.compactMap { fd, entry in entry.uid.map { (fd, $0) } }
+    nonisolated func bindings() -> [(fd: UInt64, uid: String)] {
+        tables.withLock { $0.entries.compactMap { fd, entry in entry.uid.map { (fd, $0) } } }
     }
 
     /// Adds `fd` under `key`; `true` if it is the first.
-    private func attach(_ fd: UInt64, to table: inout [String: Set<UInt64>], key: String) -> Bool {
+    private static func attach(_ fd: UInt64, to table: inout [String: Set<UInt64>], key: String) -> Bool {
         let first = table[key]?.isEmpty ?? true
         table[key, default: []].insert(fd)
         return first
     }
 
     /// Removes `fd` from `key`; `true` if that emptied it.
-    private func detach(_ fd: UInt64, from table: inout [String: Set<UInt64>], key: String) -> Bool {
+    private static func detach(_ fd: UInt64, from table: inout [String: Set<UInt64>], key: String) -> Bool {
         guard var members = table[key], members.remove(fd) != nil else { return false }
         if members.isEmpty {
             table[key] = nil

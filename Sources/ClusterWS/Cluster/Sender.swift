@@ -38,7 +38,7 @@ public struct Sender: Sendable {
         var localCounts: [Int] = []
         let sha = node.configuration.driver == .queue ? try await node.queueScriptSHA() : ""
         for uid in uids {
-            let local = await node.registry.sockets(user: uid)
+            let local = node.registry.sockets(user: uid)
             node.metrics.deliveredLocal.increment(by: local.count)
             FanOut.send(message, to: local)
             localCounts.append(local.isEmpty ? 0 : 1)
@@ -65,7 +65,7 @@ public struct Sender: Sendable {
         node.metrics.messagesOut["fd"]?.increment()
         if fd.node == node.id {
             guard fd.epoch == node.epoch else { return false }
-            let local = await node.registry.sockets(fds: [fd.fd])
+            let local = node.registry.sockets(fds: [fd.fd])
             node.metrics.deliveredLocal.increment(by: local.count)
             FanOut.send(message, to: local)
             return !local.isEmpty

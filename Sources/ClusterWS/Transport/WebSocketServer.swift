@@ -183,7 +183,8 @@ public final class WebSocketServer: Service, Sendable {
                 self.openedContinuation.finish()
             }
             for await (socket, route) in opened {
-                group.addTask { await route.onOpen(socket) }
+                // On the connection's own event loop: see EventLoopTaskExecutor.
+                group.addTask(executorPreference: EventLoopTaskExecutor.of(socket.eventLoop)) { await route.onOpen(socket) }
             }
         }
     }

@@ -1,0 +1,219 @@
+import ArgumentParser
+import ClusterWS
+import EmbeddedRedis
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+
+/// The cluster benchmark: two ClusterNode processes on one Redis, load clients
+/// in processes of their own, and Redis's own limit (`redis-benchmark`) in the
+/// same run, so every figure also prints as a ratio.
+struct ClusterBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster",
+        abstract: "Cross-node unicast, latency under open-loop load, broadcast fan-out and idle memory of two ClusterNode processes, beside redis-benchmark."
+    )
+
+    @Option(help: "Scenarios, comma-separated: baseline, unicast, latency, broadcast, memory.")
+    var scenarios = "baseline,unicast,latency,broadcast,memory"
+
+    @Option(help: "Receiving clients on node b (distinct uids).")
+    var receivers = 100
+
+    @Option(help: "Sending clients on node a.")
+    var senders = 50
+
+    @Option(help: "Messages per unicast run.")
+    var messages = 200_000
+
+    @Option(help: "Unicast runs at full speed (the median sets the maximum).")
+    var runs = 3
+
+    @Option(help: "Offered loads for the latency runs, in % of the measured maximum.")
+    var loads = "10,50,80"
+
+    @Option(help: "Use this maximum (msgs/s) for the latency runs instead of measuring it.")
+    var maximum: Double?
+
+    @Option(help: "Seconds per latency run.")
+    var pacedSeconds = 5
+
+    @Option(help: "Payload bytes per message.")
+    var payloadSize = 64
+
+    @Option(help: "Broadcast sizes (connections, half on each node), comma-separated.")
+    var fanout = "1000,10000"
+
+    @Option(help: "Single broadcasts timed to the last connection, per size.")
+    var fanoutRepeats = 50
+
+    @Option(help: "Broadcasts sent back to back for the deliveries/s figure.")
+    var fanoutMessages = 100
+
+    @Option(help: "Idle connections for the memory figure.")
+    var idleConnections = 10_000
+
+    @Option(help: "PUBLISH requests per redis-benchmark run.")
+    var baselineMessages = 400_000
+
+    @Flag(help: "Print JSON instead of tables.")
+    var json = false
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .error
+            return handler
+        }
+        let selected = Set(scenarios.split(separator: ",").map(String.init))
+        let redis = try await RedisEndpoint.fromEnvironment()
+        defer { redis.embedded?.terminate() }
+        progress("redis at \(redis.url)\(redis.embedded == nil ? "" : " (embedded)")")
+        let context = BenchContext(redisURL: redis.url, payloadSize: payloadSize)
+        var tables: [ResultTable] = []
+
+        var baseline: [Int: Double] = [:]
+        if selected.contains("baseline") {
+            let (table, rates) = try await measureBaseline(redisURL: redis.url)
+            tables.append(table)
+            baseline = rates
+        }
+        if selected.contains("unicast") || selected.contains("latency") {
+            let unicast = UnicastScenario(context: context, receivers: receivers, senders: senders, messages: messages,
+                                          runs: runs, loads: loads.split(separator: ",").compactMap { Int($0) },
+                                          pacedSeconds: pacedSeconds, fixedMaximum: maximum)
+            tables += try await unicast.run(baseline: baseline, withLatency: selected.contains("latency"))
+        }
+        if selected.contains("broadcast") {
+            let scenario = BroadcastScenario(context: context, repeats: fanoutRepeats, messages: fanoutMessages)
+            tables.append(try await scenario.run(sizes: fanout.split(separator: ",").compactMap { Int($0) }))
+        }
+        if selected.contains("memory") {
+            tables.append(try await measureIdleMemory(context: context))
+        }
+        if json {
+            print("[" + tables.map { $0.json() }.joined(separator: ",\n") + "]")
+        } else {
+            tables.forEach { print($0.render()) }
+        }
+    }
+
+    /// redis-benchmark PUBLISH with one subscriber of ours receiving every message.
+    private func measureBaseline(redisURL: String) async throws -> (ResultTable, [Int: Double]) {
+        let configuration = try RedisConfiguration(url: redisURL)
+        let subscriber = RedisSubscriber(configuration: configuration, eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+                                         bufferLimit: 1 << 22)
+        let received = TargetCounter()
+        var table = ResultTable(
+            title: "Baseline: redis-benchmark PUBLISH (\(baselineMessages) × \(payloadSize) B, 50 clients), one subscriber receiving all",
+            columns: ["pipeline", "delivered msgs/s", "redis-benchmark's own req/s", "received"])
+        var rates: [Int: Double] = [:]
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await subscriber.run() }
+            group.addTask { for await _ in subscriber.messages { received.increment() } }
+            defer { group.cancelAll() }
+            try await subscriber.waitUntilConnected(timeout: .seconds(5))
+            try await subscriber.subscribe(["bench:baseline"])
+            for depth in [1, 16] {
+                let (rate, reported, count) = try await RedisBenchmarkTool.delivered(
+                    configuration: configuration, received: received, channel: "bench:baseline",
+                    payload: String(repeating: "x", count: payloadSize), messages: baselineMessages, clients: 50, pipeline: depth)
+                rates[depth] = rate
+                table.add("-P \(depth)", rate.grouped, reported.grouped, "\(count)/\(baselineMessages)")
+            }
+        }
+        table.notes = ["delivered: from the start of redis-benchmark until our subscriber has the last message."]
+        return (table, rates)
+    }
+
+    /// RSS growth per idle connection of a whole node (bound uids, a message loop per connection).
+    private func measureIdleMemory(context: BenchContext) async throws -> ResultTable {
+        progress("memory: a fresh node, \(idleConnections) idle connections")
+        let (node, port) = try await context.startServer(["--kind", "node", "--id", "m", "--forward"])
+        defer { node.stop() }
+        let load = try context.startLoad(port: port, path: "/ws?uid=idle{n}")
+        defer { load.stop() }
+        try await Task.sleep(for: .milliseconds(500))
+        let before = node.residentBytes
+        _ = try await load.ask("open \(idleConnections)")
+        try await context.waitForCount(idleConnections, on: node)
+        try await context.waitBound("idle", idleConnections, on: node)
+        try await Task.sleep(for: .milliseconds(500))
+        let after = node.residentBytes
+        var table = ResultTable(title: "Idle memory of a node process", columns: ["connections", "RSS before (MiB)", "RSS after (MiB)", "KiB per connection"])
+        table.add("\(idleConnections)", (Double(before) / 1_048_576).fixed(1), (Double(after) / 1_048_576).fixed(1),
+                  (Double(after - before) / Double(idleConnections) / 1024).fixed(2))
+        table.notes = [
+            "Each connection bound to its own uid (relations in Redis) and read by a `for await` message loop, as in the unicast runs.",
+            "50,000 cannot be measured here: this machine's hard limit of 20,000 open files per process caps one node process.",
+        ]
+        _ = try await load.ask("closeall")
+        return table
+    }
+}
+
+/// What every scenario needs: where Redis is and how to start servers and load processes.
+struct BenchContext: Sendable {
+    var redisURL: String
+    var payloadSize: Int
+
+    /// Starts `serve …` on Redis; returns it and the port it listens on.
+    func startServer(_ arguments: [String]) async throws -> (ChildProcess, Int) {
+        let server = try ChildProcess(arguments: ["serve"] + arguments, environment: ["REDIS_URL": redisURL])
+        let line = try await server.readLine()
+        guard line.hasPrefix("port "), let port = Int(line.dropFirst(5)) else { throw BenchmarkError("server said \(line)") }
+        return (server, port)
+    }
+
+    /// Starts a load process of probe clients for `port`; `{n}` in `path` numbers the connections.
+    func startLoad(port: Int, path: String) throws -> ChildProcess {
+        try ChildProcess(arguments: ["load", "--probe", "--port", "\(port)", "--path", path])
+    }
+
+    /// Polls a server until it counts `expected` connections.
+    func waitForCount(_ expected: Int, on server: ChildProcess) async throws {
+        for _ in 0..<1_200 {
+            if try await server.ask("count") == "count \(expected)" { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw BenchmarkError("server never reached \(expected) connections")
+    }
+
+    /// Polls a node until uids prefix0…prefix(n-1) are all online.
+    func waitBound(_ prefix: String, _ count: Int, on node: ChildProcess) async throws {
+        for _ in 0..<600 {
+            if try await node.ask("bound \(prefix) \(count)") == "bound yes" { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw BenchmarkError("uids \(prefix)0… never all online")
+    }
+
+    /// Arms `loads` to record a run, runs `body`, waits for every expected
+    /// probe (or `limit`), and returns each load's figures and the seconds from
+    /// the start of `body` until the last load was complete.
+    func tracked(_ loads: [(ChildProcess, Int)], unicast: Bool, limit: Int = 60,
+                 _ body: () async throws -> Void) async throws -> (figures: [[String: Int]], seconds: Double, complete: Bool) {
+        for (load, expected) in loads {
+            guard try await load.ask("track \(expected) \(unicast ? 1 : 0)") == "armed" else { throw BenchmarkError("load not armed") }
+        }
+        let clock = ContinuousClock()
+        let start = clock.now
+        try await body()
+        var complete = true
+        for (load, _) in loads where try await load.ask("wait \(limit)") != "done" { complete = false }
+        let seconds = (clock.now - start).seconds
+        var result: [[String: Int]] = []
+        for (load, _) in loads { result.append(figures(try await load.ask("stats"))) }
+        return (result, seconds, complete)
+    }
+}
+
+extension Array where Element == Double {
+    /// The value at `quantile` (0…1) of the sorted values.
+    func quantile(_ q: Double) -> Double {
+        guard !isEmpty else { return .nan }
+        let sorted = self.sorted()
+        return sorted[Swift.min(sorted.count - 1, Int(Double(sorted.count - 1) * q + 0.5))]
+    }
+}
