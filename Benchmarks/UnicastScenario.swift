@@ -63,7 +63,7 @@ struct UnicastScenario {
             "time (sender process) to its arrival (receiver process), CLOCK_MONOTONIC; at full speed it is mostly queueing.",
             "Median maximum: \(maximum.grouped) msgs/s" + (baseline[1].map { " = \((maximum / $0).fixed(2))× redis-benchmark -P 1 (\($0.grouped))" } ?? "") + ".",
         ]
-        var tables = [table]
+        var tables = rates.isEmpty ? [] : [table]
 
         if withLatency {
             var latency = ResultTable(

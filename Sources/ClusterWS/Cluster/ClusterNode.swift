@@ -99,7 +99,10 @@ public final class ClusterNode: Service, Sendable {
     ///   - authenticate: decides, before the upgrade, who the client is: return
     ///     the uid to bind, `nil` for an anonymous connection; throw to refuse
     ///     with HTTP 401 (the connection never reaches the registry).
-    ///   - onOpen: runs once the connection is open and bound.
+    ///   - onOpen: runs once the connection is open and bound, in a task whose
+    ///     executor preference is the connection's event loop (its messages,
+    ///     its `WebSocket` actor and its replies need no thread hop). Never
+    ///     block in it: a blocked handler stalls the loop's other connections.
     public func webSocket(
         _ path: String,
         authenticate: @escaping @Sendable (WebSocketRequest) async throws -> String? = { _ in nil },

@@ -77,8 +77,9 @@ public final class WebSocketServer: Service, Sendable {
     ///   - onClose: called once the connection has closed, on its event loop,
     ///     with the close code; keep it short (no task is created for it).
     ///   - onOpen: runs in a child task of ``run()`` once the connection is
-    ///     open. Returning does not close the connection: it lives until
-    ///     either side closes it.
+    ///     open, with the connection's event loop as the task's executor
+    ///     preference (never block in it). Returning does not close the
+    ///     connection: it lives until either side closes it.
     public func addRoute(
         _ path: String,
         shouldUpgrade: @escaping @Sendable (WebSocketRequest) async throws -> WebSocketUpgradeDecision = { _ in .accept() },
