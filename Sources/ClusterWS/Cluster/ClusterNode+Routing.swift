@@ -41,8 +41,13 @@ extension ClusterNode {
             targets = registry.sockets(room: room)
         case .all(let except):
             guard !fromHere else { return }
-            let mine = Set(except.filter { $0.node == id && $0.epoch == epoch }.map(\.fd))
-            targets = registry.allSockets(except: mine)
+            // Through the transport's per-loop broadcast queue: a burst of
+            // broadcasts from Redis shares one write and flush per connection.
+            statistics.add("routed")
+            let mine = Set(except.filter { $0.node == id && $0.epoch == epoch }.map { Int($0.fd) })
+            metrics.deliveredRouted.increment(by: max(server.connectionCount - mine.count, 0))
+            server.broadcast(message, except: mine)
+            return
         }
         statistics.add("routed")
         metrics.deliveredRouted.increment(by: targets.count)

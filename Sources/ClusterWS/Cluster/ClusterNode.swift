@@ -85,8 +85,12 @@ public final class ClusterNode: Service, Sendable {
                                      factory: configuration.metricsFactory ?? MetricsSystem.factory)
         self.metrics = metrics
         let loops = MultiThreadedEventLoopGroup.singleton
+        // The queue driver's routing script is loaded on every (re)connect, so posts by
+        // SHA find it even right after a Redis restart and keep their order.
         self.redis = RedisConnection(configuration: redisConfiguration, eventLoop: loops.next(), logger: logger,
-                                     commandDuration: metrics.redisCommand, reconnects: metrics.redisReconnects)
+                                     commandDuration: metrics.redisCommand, reconnects: metrics.redisReconnects,
+                                     setupCommands: configuration.driver == .queue
+                                         ? [RedisCommand("SCRIPT", "LOAD", .string(QueueScript.source))] : [])
         self.subscriber = RedisSubscriber(configuration: redisConfiguration, eventLoop: loops.next(), logger: logger,
                                           reconnects: metrics.redisReconnects)
         self.registry = LocalRegistry(subscriber: subscriber, keys: keys)
@@ -298,6 +302,8 @@ public final class ClusterStatistics: Sendable {
     public var staleDropped: Int { counters.withLock { $0["stale", default: 0] } }
     /// Envelopes routed from Redis to local connections.
     public var routed: Int { counters.withLock { $0["routed", default: 0] } }
+    /// Posted messages whose Redis part failed (see ``Sender/post(uid:_:)-(String,WebSocketMessage)``).
+    public var postFailed: Int { counters.withLock { $0["post_failed", default: 0] } }
 }
 
 /// What ``ClusterNode/health()`` reports.

@@ -40,22 +40,47 @@ enum QueueScript {
     end
     return count
     """
+
+    /// The script's SHA-1 in hex, as `SCRIPT LOAD` would answer it.
+    static let sha1: String = WebSocketAccept.sha1(Array(source.utf8)).map {
+        let hex = String($0, radix: 16)
+        return hex.count == 1 ? "0" + hex : hex
+    }.joined()
 }
 
 extension ClusterNode {
-    /// Routes an envelope to the other nodes' streams; returns how many got it.
-    func enqueueCommand(_ target: Envelope.Target, _ message: WebSocketMessage, sha: String) -> RedisCommand {
+    /// How a routing-script call names the script: by SHA (the usual), or with
+    /// its whole source (`EVAL`, when the SHA is not known yet and the caller
+    /// cannot wait for `SCRIPT LOAD`).
+    enum QueueScriptCall {
+        case sha(String)
+        case source
+    }
+
+    /// Routes an envelope to the other nodes' streams; its reply is how many got it.
+    /// For `.fds`, `toNode` names the node that has them.
+    func enqueueCommand(_ target: Envelope.Target, _ message: WebSocketMessage, toNode: String = "",
+                        script: QueueScriptCall) -> RedisCommand {
         let envelope = Envelope(target: target, kind: message.kind, originNode: id, originEpoch: epoch, payload: message.data)
         let (mode, name, userKey, targetEpoch): (String, String, String, String) = switch target {
         case .user(let uid): ("user", uid, keys.user(uid), "")
         case .room(let room): ("room", room, "", "")
         case .all: ("all", "", "", "")
-        case .fds: ("node", "", "", "")
+        case .fds(let targetEpoch, _): ("node", toNode, "", Self.epochText(targetEpoch))
         }
-        return RedisCommand("EVALSHA", arguments: [
-            .string(sha), 0, .string(keys.namespace), .string(mode), .string(name), .string(id),
+        let (verb, script): (String, String) = switch script {
+        case .sha(let sha): ("EVALSHA", sha)
+        case .source: ("EVAL", QueueScript.source)
+        }
+        return RedisCommand(verb, arguments: [
+            .string(script), 0, .string(keys.namespace), .string(mode), .string(name), .string(id),
             .integer(configuration.queue.maxLength), .bytes(envelope.encoded()), .string(userKey), .string(targetEpoch),
         ])
+    }
+
+    private static func epochText(_ epoch: UInt64) -> String {
+        let hex = String(epoch, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
     }
 
     /// `EVALSHA`, loading the script first (and again after a Redis restart: NOSCRIPT).
@@ -78,15 +103,8 @@ extension ClusterNode {
 
     /// Sends to a remote node's stream for one connection (`send(to:)`).
     func enqueue(toNode node: String, epoch targetEpoch: UInt64, fds: [UInt64], _ message: WebSocketMessage) async throws -> Int {
-        let envelope = Envelope(target: .fds(epoch: targetEpoch, fds), kind: message.kind, originNode: id, originEpoch: epoch,
-                                payload: message.data)
-        let hex = String(targetEpoch, radix: 16)
-        let epochText = String(repeating: "0", count: 16 - hex.count) + hex
-        return try await runQueueScript { sha in
-            RedisCommand("EVALSHA", arguments: [
-                .string(sha), 0, .string(keys.namespace), "node", .string(node), .string(id),
-                .integer(configuration.queue.maxLength), .bytes(envelope.encoded()), "", .string(epochText),
-            ])
+        try await runQueueScript { sha in
+            enqueueCommand(.fds(epoch: targetEpoch, fds), message, toNode: node, script: .sha(sha))
         }
     }
 

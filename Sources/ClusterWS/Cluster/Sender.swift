@@ -43,7 +43,7 @@ public struct Sender: Sendable {
             FanOut.send(message, to: local)
             localCounts.append(local.isEmpty ? 0 : 1)
             commands.append(node.configuration.driver == .queue
-                ? node.enqueueCommand(.user(uid), message, sha: sha)
+                ? node.enqueueCommand(.user(uid), message, script: .sha(sha))
                 : node.publishCommand(.user(uid), message, channel: node.keys.userChannel(uid)))
         }
         let replies = try await node.redis.send(batch: commands)
@@ -89,9 +89,8 @@ public struct Sender: Sendable {
     @discardableResult
     public func sendAll(_ message: WebSocketMessage, except: [DistributedFD] = []) async throws -> Int {
         node.metrics.messagesOut["all"]?.increment()
-        let localExcept = Set(except.filter { $0.node == node.id && $0.epoch == node.epoch }.map(\.fd))
-        return try await node.publish(.all(except: except), message, local: node.registry.allSockets(except: localExcept),
-                                      channel: node.keys.allChannel, alwaysLocal: true)
+        node.broadcastLocally(message, except: except)
+        return try await node.publish(.all(except: except), message, local: [], channel: node.keys.allChannel, alwaysLocal: true)
     }
 
     /// Sends `text` to everyone with the configured default opcode.
@@ -121,7 +120,7 @@ extension ClusterNode {
         FanOut.send(message, to: local)
         let reachedHere = (alwaysLocal || !local.isEmpty) ? 1 : 0
         if configuration.driver == .queue {
-            return try await runQueueScript { sha in enqueueCommand(target, message, sha: sha) } + reachedHere
+            return try await runQueueScript { sha in enqueueCommand(target, message, script: .sha(sha)) } + reachedHere
         }
         let subscribers = try await redis.send(publishCommand(target, message, channel: channel)).int ?? 0
         // This node is subscribed to user/room channels exactly while it has local members.

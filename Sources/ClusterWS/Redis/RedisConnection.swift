@@ -41,6 +41,8 @@ package actor RedisConnection: Service, RedisReconnecting {
     var link = RedisLink()
     private var flushScheduled = false
     private let commandDuration: Timer?
+    /// Sent on every new connection before any other command (for example `SCRIPT LOAD`).
+    private let setupCommands: [RedisCommand]
 
     package nonisolated var unownedExecutor: UnownedSerialExecutor {
         eventLoop.executor.asUnownedSerialExecutor()
@@ -56,8 +58,10 @@ package actor RedisConnection: Service, RedisReconnecting {
         eventLoop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next(),
         logger: Logger = Logger(label: "clusterws.redis"),
         commandDuration: Timer? = nil,
-        reconnects: Counter? = nil
+        reconnects: Counter? = nil,
+        setupCommands: [RedisCommand] = []
     ) {
+        self.setupCommands = setupCommands
         self.commandDuration = commandDuration
         self.link.reconnects = reconnects
         self.configuration = configuration
@@ -102,6 +106,31 @@ package actor RedisConnection: Service, RedisReconnecting {
         let start = NIODeadline.now()
         defer { commandDuration.recordNanoseconds((NIODeadline.now() - start).nanoseconds) }
         return try await promise.futureResult.get()
+    }
+
+    /// Writes `command` without waiting for its reply, in call order with the
+    /// caller's other commands on this connection (the write is queued on the
+    /// connection's event loop at once).
+    ///
+    /// Nothing waits for a reconnection: while disconnected or shutting down the
+    /// command is not sent and `onFailure` gets the reason. An error reply, a
+    /// timeout or a dropped connection also go to `onFailure` (on the event loop).
+    package nonisolated func post(_ command: RedisCommand, onFailure: @escaping @Sendable (RedisError) -> Void) {
+        eventLoop.execute {
+            self.assumeIsolated { $0.postNow(command, onFailure: onFailure) }
+        }
+    }
+
+    private func postNow(_ command: RedisCommand, onFailure: @escaping @Sendable (RedisError) -> Void) {
+        guard !link.shuttingDown else { return onFailure(.shutdown) }
+        guard let channel = link.channel, channel.isActive, link.generation > 0 else {
+            return onFailure(link.lastError ?? .notConnected)
+        }
+        let promise = eventLoop.makePromise(of: RedisValue.self)
+        promise.futureResult.whenFailure { error in onFailure(error as? RedisError ?? .connectionLost) }
+        channel.submit(RedisRequest(command: command, promise: promise,
+                                    deadline: NIODeadline.now() + configuration.commandTimeout.timeAmount))
+        scheduleFlush(channel)
     }
 
     /// Sends many commands with one flush and returns each one's outcome, in order.
@@ -168,5 +197,10 @@ package actor RedisConnection: Service, RedisReconnecting {
         try await RedisConnector.connect(configuration: configuration, eventLoop: eventLoop)
     }
 
-    func prepare(_ channel: any Channel) async throws {}
+    func prepare(_ channel: any Channel) async throws {
+        guard !setupCommands.isEmpty else { return }
+        for future in RedisConnector.execute(setupCommands, on: channel, timeout: configuration.commandTimeout) {
+            _ = try await future.get()
+        }
+    }
 }
