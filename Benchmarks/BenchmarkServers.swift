@@ -37,8 +37,18 @@ struct BenchmarkServer: AsyncParsableCommand {
     @Option(help: "Node id (kind node).")
     var id = "bench"
 
-    @Flag(help: "Kind node: forward every probe a client sends to the uid it names, with sender.send(uid:).")
+    @Flag(help: "Kind node: forward every probe a client sends to the uid it names.")
     var forward = false
+
+    enum Relay: String, ExpressibleByArgument {
+        /// `try await sender.send(uid:)`: each message waits for Redis's answer.
+        case send
+        /// `await sender.post(uid:)`: queued in order, no waiting for Redis.
+        case post
+    }
+
+    @Option(help: "Kind node: how the forwarder sends (send: awaits Redis; post: does not).")
+    var relay: Relay = .post
 
     func run() async throws {
         if ProcessInfo.processInfo.environment["BENCH_NIO_EXECUTOR"] == "1" {
@@ -89,10 +99,14 @@ struct BenchmarkServer: AsyncParsableCommand {
         let node = try ClusterNode(configuration: configuration, logger: logger)
         if forward {
             // What a chat server does: each client's messages, in order, to the uid they name.
+            let relay = self.relay
             node.webSocket("/ws", authenticate: node.insecureUIDFromQuery()) { socket in
                 for await message in socket.messages {
                     guard let uid = Probe.target(of: message.data) else { continue }
-                    _ = try? await node.sender.send(uid: uid, message)
+                    switch relay {
+                    case .send: _ = try? await node.sender.send(uid: uid, message)
+                    case .post: await node.sender.post(uid: uid, message)
+                    }
                 }
             }
         } else {
@@ -101,11 +115,12 @@ struct BenchmarkServer: AsyncParsableCommand {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await node.run() }
             reply("port \(try await node.waitUntilListening())")
-            // sendAll: local connections directly, plus one PUBLISH for the other nodes.
+            // "broadcast": postAll back to back; "paced": sendAll, each awaited (its PUBLISH answered).
             // Until the cleanup of closed connections has caught up, they still count.
             let sendAll: @Sendable (ByteBuffer) async -> Void = { payload in _ = try? await node.sender.sendAll(.binary(payload)) }
+            let postAll: @Sendable (ByteBuffer) async -> Void = { payload in await node.sender.postAll(.binary(payload)) }
             await serveCommands(count: { max(node.connectionCount, node.registry.count) },
-                                broadcast: sendAll, paced: sendAll,
+                                broadcast: postAll, paced: sendAll,
                                 bound: { uid in (try? await node.relations.isOnline(uid: uid)) ?? false })
             group.cancelAll()
         }

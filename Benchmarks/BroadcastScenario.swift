@@ -30,13 +30,16 @@ struct BroadcastScenario {
             let half = size / 2
             progress("broadcast: \(size) connections over nodes a and b")
             let cluster = try await measure(half: half, servers: [(a, portA, "x"), (b, portB, "y")], sendingServer: a,
-                                            command: "broadcast", bound: true)
+                                            command: "paced", bound: true)
+            let posted = try await measure(half: half, servers: [(a, portA, "x"), (b, portB, "y")], sendingServer: a,
+                                           command: "broadcast", bound: true)
             progress("broadcast: \(size) connections on one server")
             let local = try await measure(half: half, servers: [(single, portSingle, "x"), (single, portSingle, "y")],
                                           sendingServer: single, command: "broadcast", bound: false)
             let awaited = try await measure(half: half, servers: [(single, portSingle, "x"), (single, portSingle, "y")],
                                             sendingServer: single, command: "paced", bound: false)
             for (name, figures) in [("2 nodes via Redis: sendAll, each awaited", cluster),
+                                    ("2 nodes via Redis: postAll, back to back", posted),
                                     ("1 server, no Redis: broadcast, back to back", local),
                                     ("1 server, no Redis: broadcastAndWait, each awaited", awaited)] {
                 table.add("\(2 * half)", name + (figures.complete ? "" : " (INCOMPLETE)"),
@@ -45,7 +48,8 @@ struct BroadcastScenario {
             }
         }
         table.notes = [
-            "Two nodes: node a calls sender.sendAll (local connections at once, one PUBLISH for node b, awaited before the next).",
+            "Two nodes: node a calls sender.sendAll (local connections at once, one PUBLISH for node b, awaited before the next),",
+            "or sender.postAll back to back (nothing awaited; node a's and node b's deliveries coalesce per event loop).",
             "One server: ClusterWS's WebSocketServer in its own process, every connection local, no Redis.",
             "Load clients: two processes with half the connections each; time to last = latest arrival − send stamp",
             "over both processes, for \(repeats) single broadcasts (p50/p99); deliveries/s = connections × \(messages) / time",

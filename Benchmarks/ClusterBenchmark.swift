@@ -27,8 +27,11 @@ struct ClusterBenchmark: AsyncParsableCommand {
     @Option(help: "Messages per unicast run.")
     var messages = 200_000
 
-    @Option(help: "Unicast runs at full speed (the median sets the maximum).")
+    @Option(help: "Unicast runs at full speed per relay (the median of the first relay's sets the maximum).")
     var runs = 3
+
+    @Option(help: "How node a's forwarder sends, comma-separated: post (no waiting for Redis), send (awaits each). The first one also runs the latency scenario.")
+    var relays = "post,send"
 
     @Option(help: "Offered loads for the latency runs, in % of the measured maximum.")
     var loads = "10,50,80"
@@ -82,7 +85,8 @@ struct ClusterBenchmark: AsyncParsableCommand {
         if selected.contains("unicast") || selected.contains("latency") {
             let unicast = UnicastScenario(context: context, receivers: receivers, senders: senders, messages: messages,
                                           runs: runs, loads: loads.split(separator: ",").compactMap { Int($0) },
-                                          pacedSeconds: pacedSeconds, fixedMaximum: maximum)
+                                          pacedSeconds: pacedSeconds, fixedMaximum: maximum,
+                                          relays: relays.split(separator: ",").map(String.init))
             tables += try await unicast.run(baseline: baseline, withLatency: selected.contains("latency"))
         }
         if selected.contains("broadcast") {

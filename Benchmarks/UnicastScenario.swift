@@ -1,9 +1,10 @@
 import Foundation
 
 /// Cross-node unicast: sender clients on node a send probes addressed to uids
-/// whose clients are on node b; node a's application forwards each with
-/// `sender.send(uid:)`. Closed loop at full speed (the maximum), then open
-/// loop at fixed shares of that maximum (latency under load).
+/// whose clients are on node b; node a's application forwards each one
+/// (`sender.post(uid:)` or `sender.send(uid:)`, the relay). Closed loop at
+/// full speed (the maximum), then open loop at fixed shares of that maximum
+/// (latency under load) with the first relay.
 struct UnicastScenario {
     var context: BenchContext
     var receivers: Int
@@ -13,87 +14,98 @@ struct UnicastScenario {
     var loads: [Int]
     var pacedSeconds: Int
     var fixedMaximum: Double?
+    var relays: [String]
 
     func run(baseline: [Int: Double], withLatency: Bool) async throws -> [ResultTable] {
-        progress("unicast: starting nodes a and b")
-        let (a, portA) = try await context.startServer(["--kind", "node", "--id", "a", "--forward"])
-        defer { a.stop() }
-        let (b, portB) = try await context.startServer(["--kind", "node", "--id", "b", "--forward"])
+        progress("unicast: starting node b and \(receivers) receivers")
+        let (b, portB) = try await context.startServer(["--kind", "node", "--id", "b"])
         defer { b.stop() }
-        let sending = try context.startLoad(port: portA, path: "/ws?uid=s{n}")
-        defer { sending.stop() }
         let receiving = try context.startLoad(port: portB, path: "/ws?uid=r{n}")
         defer { receiving.stop() }
-        progress("unicast: \(receivers) receivers on b, \(senders) senders on a")
         _ = try await receiving.ask("open \(receivers)")
-        _ = try await sending.ask("open \(senders)")
         try await context.waitForCount(receivers, on: b)
-        try await context.waitForCount(senders, on: a)
-        try await context.waitBound("r", receivers, on: a)
 
         let size = context.payloadSize
-        progress("unicast: warm-up")
-        _ = try await context.tracked([(receiving, 20_000)], unicast: true) {
-            _ = try await sending.ask("blast 20000 \(receivers) r \(size)")
-        }
-
         var table = ResultTable(
             title: "Cross-node unicast: \(senders) sender clients on node a → \(receivers) receiver clients on node b (\(messages) msgs × \(size) B per run)",
-            columns: ["run", "delivered msgs/s", "× redis-benchmark -P 1", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
+            columns: ["relay", "run", "delivered msgs/s", "× redis-benchmark -P 1", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
                       "received once", "lost", "duplicates", "misrouted"])
-        var rates: [Double] = []
-        for index in stride(from: 1, through: fixedMaximum == nil ? runs : 0, by: 1) {
-            progress("unicast: full-speed run \(index)/\(runs)")
-            let outcome = try await context.tracked([(receiving, messages)], unicast: true) {
-                _ = try await sending.ask("blast \(messages) \(receivers) r \(size)")
+        var tables: [ResultTable] = []
+        var medians: [String] = []
+        for (index, relay) in relays.enumerated() {
+            progress("unicast: node a forwards with \(relay)")
+            let (a, portA) = try await context.startServer(["--kind", "node", "--id", "a", "--forward", "--relay", relay])
+            defer { a.stop() }
+            let sending = try context.startLoad(port: portA, path: "/ws?uid=s{n}")
+            defer { sending.stop() }
+            _ = try await sending.ask("open \(senders)")
+            try await context.waitForCount(senders, on: a)
+            try await context.waitBound("r", receivers, on: a)
+            _ = try await context.tracked([(receiving, 20_000)], unicast: true) {  // warm-up
+                _ = try await sending.ask("blast 20000 \(receivers) r \(size)")
             }
-            let f = outcome.figures[0]
-            let rate = Double(f["distinct", default: 0]) / outcome.seconds
-            rates.append(rate)
-            table.add("full speed \(index)", rate.grouped, ratio(rate, baseline[1]), ms(f["p50"]), ms(f["p90"]), ms(f["p99"]), ms(f["p999"]),
-                      "\(f["distinct", default: 0])/\(messages)", "\(messages - f["distinct", default: 0])",
-                      "\(f["duplicates", default: 0])", "\(f["misrouted", default: 0])")
-        }
-        let maximum = fixedMaximum ?? rates.quantile(0.5)
-        table.notes = [
-            "Every process is separate: Redis, node a, node b, the sender clients and the receiver clients (2 cores shared).",
-            "A sender client writes probes while its socket takes them; node a's `for await` loop per connection awaits",
-            "sender.send(uid:) for each (one PUBLISH in flight per client, like redis-benchmark -P 1 with 50 clients).",
-            "msgs/s: distinct probes received / seconds from the first send until the last arrived. Latency: probe's send",
-            "time (sender process) to its arrival (receiver process), CLOCK_MONOTONIC; at full speed it is mostly queueing.",
-            "Median maximum: \(maximum.grouped) msgs/s" + (baseline[1].map { " = \((maximum / $0).fixed(2))× redis-benchmark -P 1 (\($0.grouped))" } ?? "") + ".",
-        ]
-        var tables = rates.isEmpty ? [] : [table]
 
-        if withLatency {
-            var latency = ResultTable(
-                title: "Latency under open-loop load (cross-node unicast, \(pacedSeconds) s per rate, send times fixed by the schedule)",
-                columns: ["offered load", "offered msgs/s", "delivered msgs/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
-                          "received once", "lost", "duplicates"])
-            var p99s: [Int: Int] = [:]
-            for share in loads {
-                let rate = maximum * Double(share) / 100
-                let total = Int(rate * Double(pacedSeconds))
-                progress("latency: \(share)% = \(rate.grouped) msgs/s for \(pacedSeconds) s")
-                let outcome = try await context.tracked([(receiving, total)], unicast: true) {
-                    _ = try await sending.ask("pace \(Int(rate)) \(total) \(receivers) r \(size)")
+            var rates: [Double] = []
+            for run in stride(from: 1, through: fixedMaximum == nil ? runs : 0, by: 1) {
+                progress("unicast: \(relay), full-speed run \(run)/\(runs)")
+                let outcome = try await context.tracked([(receiving, messages)], unicast: true) {
+                    _ = try await sending.ask("blast \(messages) \(receivers) r \(size)")
                 }
                 let f = outcome.figures[0]
-                p99s[share] = f["p99"]
-                latency.add("\(share)%", rate.grouped, (Double(f["distinct", default: 0]) / outcome.seconds).grouped,
-                            ms(f["p50"]), ms(f["p90"]), ms(f["p99"]), ms(f["p999"]), ms(f["max"]),
-                            "\(f["distinct", default: 0])/\(total)", "\(total - f["distinct", default: 0])", "\(f["duplicates", default: 0])")
+                let rate = Double(f["distinct", default: 0]) / outcome.seconds
+                rates.append(rate)
+                table.add(relay, "\(run)", rate.grouped, ratio(rate, baseline[1]), ms(f["p50"]), ms(f["p90"]), ms(f["p99"]),
+                          ms(f["p999"]), "\(f["distinct", default: 0])/\(messages)", "\(messages - f["distinct", default: 0])",
+                          "\(f["duplicates", default: 0])", "\(f["misrouted", default: 0])")
             }
-            latency.notes = [
-                "Open loop: each of the \(senders) sender clients sends on a fixed schedule whatever the replies; a probe carries its",
-                "scheduled send time, so a late send counts as latency (no coordinated omission). Percentiles from an HDR histogram.",
-            ]
-            if let low = loads.min(), let high = loads.max(), let p99Low = p99s[low], let p99High = p99s[high], p99Low > 0 {
-                latency.notes.append("p99 at \(high)% is \((Double(p99High) / Double(p99Low)).fixed(2))× p99 at \(low)%.")
+            if !rates.isEmpty {
+                let median = rates.quantile(0.5)
+                medians.append("\(relay): median \(median.grouped) msgs/s" + (baseline[1].map { " = \((median / $0).fixed(2))× redis-benchmark -P 1 (\($0.grouped))" } ?? ""))
             }
-            tables.append(latency)
+            if index == 0, withLatency {
+                let maximum = fixedMaximum ?? rates.quantile(0.5)
+                tables.append(try await latency(maximum: maximum, relay: relay, sending: sending, receiving: receiving))
+            }
         }
-        return tables
+        table.notes = [
+            "Every process is separate: Redis, node a, node b, the sender clients and the receiver clients (2 cores shared).",
+            "A sender client writes probes while its socket takes them; node a runs a `for await` loop per connection that",
+            "forwards each probe: post = `await sender.post(uid:)` (queued in order, no waiting for Redis);",
+            "send = `try await sender.send(uid:)` (waits for its PUBLISH's answer: one in flight per client, like redis-benchmark -P 1 -c 50).",
+            "msgs/s: distinct probes received / seconds from the first send until the last arrived. Latency: probe's send",
+            "time (sender process) to its arrival (receiver process), CLOCK_MONOTONIC; at full speed it is mostly queueing.",
+        ] + medians
+        return (table.rows.isEmpty ? [] : [table]) + tables
+    }
+
+    private func latency(maximum: Double, relay: String, sending: ChildProcess, receiving: ChildProcess) async throws -> ResultTable {
+        let size = context.payloadSize
+        var latency = ResultTable(
+            title: "Latency under open-loop load (cross-node unicast, relay \(relay), \(pacedSeconds) s per rate; maximum \(maximum.grouped) msgs/s)",
+            columns: ["offered load", "offered msgs/s", "delivered msgs/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
+                      "received once", "lost", "duplicates"])
+        var p99s: [Int: Int] = [:]
+        for share in loads {
+            let rate = maximum * Double(share) / 100
+            let total = Int(rate * Double(pacedSeconds))
+            progress("latency: \(share)% = \(rate.grouped) msgs/s for \(pacedSeconds) s")
+            let outcome = try await context.tracked([(receiving, total)], unicast: true) {
+                _ = try await sending.ask("pace \(Int(rate)) \(total) \(receivers) r \(size)")
+            }
+            let f = outcome.figures[0]
+            p99s[share] = f["p99"]
+            latency.add("\(share)%", rate.grouped, (Double(f["distinct", default: 0]) / outcome.seconds).grouped,
+                        ms(f["p50"]), ms(f["p90"]), ms(f["p99"]), ms(f["p999"]), ms(f["max"]),
+                        "\(f["distinct", default: 0])/\(total)", "\(total - f["distinct", default: 0])", "\(f["duplicates", default: 0])")
+        }
+        latency.notes = [
+            "Open loop: each of the \(senders) sender clients sends on a fixed schedule whatever the replies; a probe carries its",
+            "scheduled send time, so a late send counts as latency (no coordinated omission). Percentiles from an HDR histogram.",
+        ]
+        if let low = loads.min(), let high = loads.max(), let p99Low = p99s[low], let p99High = p99s[high], p99Low > 0 {
+            latency.notes.append("p99 at \(high)% is \((Double(p99High) / Double(p99Low)).fixed(2))× p99 at \(low)%.")
+        }
+        return latency
     }
 }
 
