@@ -126,29 +126,38 @@ public final class ClusterNode: Service, Sendable {
             if code == .policyViolation { metrics.drops["slow_consumer"]?.increment() }
             self.noteClosed(UInt64(socket.id))
         } onOpen: { socket in
-            metrics.connections.increment()
-            let fd = DistributedFD(node: self.id, epoch: self.epoch, fd: UInt64(socket.id))
-            await self.registry.add(fd.fd, socket)
-            if let uid = socket.attributes["uid"] {
-                do {
-                    try await self.bind(fd, uid: uid)
-                } catch {
-                    if await socket.closeCode == nil {
-                        self.logger.warning("bind failed; closing", metadata: ["fd": "\(fd)", "uid": "\(uid)", "error": "\(error)"])
-                        await socket.close(code: .internalError, reason: "could not register")
-                    }
+            // Registration runs in its own function, so its locals are gone while the
+            // application's handler runs for the connection's whole life (smaller task).
+            guard let client = await self.register(socket) else { return }
+            await onOpen(client)
+        }
+    }
+
+    /// Adds a new connection to the registry and binds its uid; `nil` if it
+    /// closed meanwhile (then nothing of it is left behind).
+    private func register(_ socket: WebSocket) async -> ClusterSocket? {
+        metrics.connections.increment()
+        let fd = DistributedFD(node: id, epoch: epoch, fd: UInt64(socket.id))
+        await registry.add(fd.fd, socket)
+        if let uid = socket.attributes["uid"] {
+            do {
+                try await bind(fd, uid: uid)
+            } catch {
+                if await socket.closeCode == nil {
+                    logger.warning("bind failed; closing", metadata: ["fd": "\(fd)", "uid": "\(uid)", "error": "\(error)"])
+                    await socket.close(code: .internalError, reason: "could not register")
                 }
             }
-            // The client may have gone while it was being registered; the cleanup task may then
-            // have run before the registration and found nothing. Forget it here (idempotent,
-            // and after this task's own writes to Redis, so nothing is left behind).
-            if await socket.closeCode != nil {
-                await self.forget([fd.fd])
-                return
-            }
-            self.logger.debug("connection open", metadata: ["fd": "\(fd)", "uid": "\(socket.attributes["uid"] ?? "-")"])
-            await onOpen(ClusterSocket(fd: fd, socket: socket, uid: socket.attributes["uid"]))
         }
+        // The client may have gone while it was being registered; the cleanup task may then
+        // have run before the registration and found nothing. Forget it here (idempotent,
+        // and after this task's own writes to Redis, so nothing is left behind).
+        if await socket.closeCode != nil {
+            await forget([fd.fd])
+            return nil
+        }
+        logger.debug("connection open", metadata: ["fd": "\(fd)", "uid": "\(socket.attributes["uid"] ?? "-")"])
+        return ClusterSocket(fd: fd, socket: socket, uid: socket.attributes["uid"])
     }
 
     /// Redis reachability and the node's load, for a `/health` endpoint.
