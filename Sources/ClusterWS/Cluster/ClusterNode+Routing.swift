@@ -3,24 +3,42 @@ import Logging
 
 extension ClusterNode {
     /// The router: every message on a subscribed channel → envelope → local
-    /// connections. Garbage is logged, counted and dropped; the loop goes on.
+    /// connections. It takes the subscriber's messages a burst at a time and
+    /// hands each event loop one job per burst. Garbage is logged, counted and
+    /// dropped; the loop goes on.
     func routeMessages() async {
-        for await message in subscriber.messages {
-            let envelope: Envelope
-            do {
-                envelope = try Envelope(decoding: message.payload)
-            } catch {
-                statistics.add("garbage")
-                metrics.drops["garbage"]?.increment()
-                logger.warning("dropped a message that is not an envelope",
-                               metadata: ["channel": "\(message.channel)", "error": "\(error)"])
-                continue
+        while true {
+            let batch = await subscriber.messages.nextBatch()
+            if batch.isEmpty { return }
+            var deliveries: [(WebSocketMessage, [WebSocket])] = []
+            deliveries.reserveCapacity(batch.count)
+            for message in batch {
+                let envelope: Envelope
+                do {
+                    envelope = try Envelope(decoding: message.payload)
+                } catch {
+                    statistics.add("garbage")
+                    metrics.drops["garbage"]?.increment()
+                    logger.warning("dropped a message that is not an envelope",
+                                   metadata: ["channel": "\(message.channel)", "error": "\(error)"])
+                    continue
+                }
+                if let delivery = resolve(envelope) { deliveries.append(delivery) }
             }
-            await route(envelope)
+            FanOut.send(deliveries)
         }
     }
 
+    /// Delivers one envelope (the queue driver's consumers).
     func route(_ envelope: Envelope) async {
+        guard let (message, targets) = resolve(envelope) else { return }
+        FanOut.send(message, to: targets)
+    }
+
+    /// The message and local connections an envelope is for; `nil` when there
+    /// is nothing to write here (or a broadcast, which goes out through the
+    /// transport's broadcast queue at once).
+    private func resolve(_ envelope: Envelope) -> (WebSocketMessage, [WebSocket])? {
         let message = WebSocketMessage(kind: envelope.kind, data: envelope.payload)
         let fromHere = envelope.originNode == id && envelope.originEpoch == epoch
         let targets: [WebSocket]
@@ -30,27 +48,27 @@ extension ClusterNode {
                 statistics.add("stale")
                 metrics.drops["stale"]?.increment()
                 logger.debug("dropped a message for a connection of an earlier run")
-                return
+                return nil
             }
             targets = registry.sockets(fds: fds)
         case .user(let uid):
-            guard !fromHere else { return }  // delivered locally when sent
+            guard !fromHere else { return nil }  // delivered locally when sent
             targets = registry.sockets(user: uid)
         case .room(let room):
-            guard !fromHere else { return }
+            guard !fromHere else { return nil }
             targets = registry.sockets(room: room)
         case .all(let except):
-            guard !fromHere else { return }
+            guard !fromHere else { return nil }
             // Through the transport's per-loop broadcast queue: a burst of
             // broadcasts from Redis shares one write and flush per connection.
             statistics.add("routed")
             let mine = Set(except.filter { $0.node == id && $0.epoch == epoch }.map { Int($0.fd) })
             metrics.deliveredRouted.increment(by: max(server.connectionCount - mine.count, 0))
             server.broadcast(message, except: mine)
-            return
+            return nil
         }
         statistics.add("routed")
         metrics.deliveredRouted.increment(by: targets.count)
-        FanOut.send(message, to: targets)
+        return targets.isEmpty ? nil : (message, targets)
     }
 }

@@ -30,9 +30,8 @@ package actor RedisSubscriber: Service, RedisReconnecting {
     var link = RedisLink()
 
     /// Every message published to a subscribed channel, in the order Redis sent them.
-    package nonisolated let messages: AsyncStream<RedisPubSubMessage>
-    private let continuation: AsyncStream<RedisPubSubMessage>.Continuation
-    private let drops = DropCounter()
+    package nonisolated let messages: PubSubMessages
+    private let buffer: PubSubBuffer
     private var channels: Set<String> = []
 
     package nonisolated var unownedExecutor: UnownedSerialExecutor {
@@ -54,21 +53,22 @@ package actor RedisSubscriber: Service, RedisReconnecting {
         var logger = logger
         logger[metadataKey: "redis.address"] = "\(configuration.address)"
         self.logger = logger
-        (messages, continuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(bufferLimit))
+        buffer = PubSubBuffer(limit: bufferLimit)
+        messages = PubSubMessages(buffer: buffer)
     }
 
     /// Connects and keeps the subscriptions alive until cancelled or shut
     /// down; then ends ``messages``.
     package func run() async throws {
         await runConnectionLoop()
-        continuation.finish()
+        buffer.finish()
     }
 
     /// Like ``run()``, but a graceful shutdown of the surrounding service group
     /// does not stop it: only ``shutdown()`` or cancellation does.
     package func runUntilShutdown() async {
         await runConnectionLoop(followGracefulShutdown: false)
-        continuation.finish()
+        buffer.finish()
     }
 
     /// Unsubscribes from everything and stops: ``run()`` returns and ``messages`` ends.
@@ -98,7 +98,7 @@ package actor RedisSubscriber: Service, RedisReconnecting {
     package var subscribedChannels: Set<String> { channels }
 
     /// Messages dropped because ``messages`` was `bufferLimit` behind.
-    package nonisolated var droppedMessages: Int { drops.value }
+    package nonisolated var droppedMessages: Int { buffer.dropped }
 
     /// How many times this subscriber has connected and subscribed.
     package var connectionCount: Int { link.generation }
@@ -126,10 +126,9 @@ package actor RedisSubscriber: Service, RedisReconnecting {
     }
 
     func openChannel() async throws -> any Channel {
-        let continuation = self.continuation
-        let drops = self.drops
+        let buffer = self.buffer
         return try await RedisConnector.connect(configuration: configuration, eventLoop: eventLoop) { message in
-            if case .dropped = continuation.yield(message) { drops.increment() }
+            buffer.append(message)
         }
     }
 

@@ -113,11 +113,11 @@ extension ByteBuffer {
 }
 
 /// Collects the next `count` messages of `stream`, failing after `limit`.
-func next<Element: Sendable>(
-    _ count: Int, from stream: AsyncStream<Element>, within limit: Duration = .seconds(10)
-) async throws -> [Element] {
+func next<Messages: AsyncSequence & Sendable>(
+    _ count: Int, from stream: Messages, within limit: Duration = .seconds(10)
+) async throws -> [Messages.Element] where Messages.Element: Sendable, Messages.Failure == Never {
     try await within(limit, "\(count) messages") {
-        var collected: [Element] = []
+        var collected: [Messages.Element] = []
         for await element in stream {
             collected.append(element)
             if collected.count == count { break }

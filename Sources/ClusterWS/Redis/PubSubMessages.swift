@@ -1,0 +1,108 @@
+import NIOCore
+import Synchronization
+
+/// The subscriber's messages not yet consumed: bounded (newer messages are
+/// dropped and counted past `limit`), filled on the event loop, drained by
+/// one consumer a burst at a time.
+///
+/// It replaces an `AsyncStream`: a consumer takes every waiting message in
+/// one call (one wake-up per burst instead of per message), and the code is
+/// our own, specialised for its element (the stream's generic storage cost a
+/// runtime metadata lookup per message in profiles).
+final class PubSubBuffer: Sendable {
+    private struct State {
+        var messages = CircularBuffer<RedisPubSubMessage>(initialCapacity: 64)
+        var waiter: CheckedContinuation<Void, Never>?
+        var finished = false
+    }
+
+    private let state = Mutex(State())
+    private let limit: Int
+    private let drops = DropCounter()
+
+    init(limit: Int) {
+        self.limit = max(limit, 1)
+    }
+
+    /// Messages dropped because the buffer was full.
+    var dropped: Int { drops.value }
+
+    /// Adds a message; drops (and counts) it when `limit` are waiting or the buffer has finished.
+    func append(_ message: RedisPubSubMessage) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard !state.finished, state.messages.count < limit else {
+                drops.increment()
+                return nil
+            }
+            state.messages.append(message)
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// No more messages: the consumer gets what is waiting, then the end.
+    func finish() {
+        let waiter = state.withLock { state in
+            state.finished = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Every waiting message (up to `maximum`), waiting for one if there is none;
+    /// empty once finished and drained, or when the calling task is cancelled.
+    /// One consumer at a time.
+    func nextBatch(maximum: Int = 1_024) async -> [RedisPubSubMessage] {
+        while true {
+            let (batch, finished) = state.withLock { state -> ([RedisPubSubMessage], Bool) in
+                let count = min(state.messages.count, maximum)
+                guard count > 0 else { return ([], state.finished) }
+                var batch: [RedisPubSubMessage] = []
+                batch.reserveCapacity(count)
+                for _ in 0..<count { batch.append(state.messages.removeFirst()) }
+                return (batch, false)
+            }
+            if !batch.isEmpty || finished || Task.isCancelled { return batch }
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let ready = state.withLock { state -> Bool in
+                        if !state.messages.isEmpty || state.finished || Task.isCancelled { return true }
+                        state.waiter = continuation
+                        return false
+                    }
+                    if ready { continuation.resume() }
+                }
+            } onCancel: {
+                let waiter = state.withLock { state in
+                    defer { state.waiter = nil }
+                    return state.waiter
+                }
+                waiter?.resume()
+            }
+        }
+    }
+}
+
+/// Every message published to a subscribed channel, in the order Redis sent
+/// them, as an `AsyncSequence` (one consumer). It ends when the subscriber stops.
+package struct PubSubMessages: AsyncSequence, Sendable {
+    package typealias Element = RedisPubSubMessage
+    let buffer: PubSubBuffer
+
+    /// Takes one message at a time from the shared buffer, so several
+    /// iterators made one after the other never lose messages between them.
+    package struct AsyncIterator: AsyncIteratorProtocol {
+        let buffer: PubSubBuffer
+
+        package mutating func next() async -> RedisPubSubMessage? {
+            await buffer.nextBatch(maximum: 1).first
+        }
+    }
+
+    package func makeAsyncIterator() -> AsyncIterator { AsyncIterator(buffer: buffer) }
+
+    /// The next burst of waiting messages (at least one; empty once the subscriber has stopped).
+    package func nextBatch() async -> [RedisPubSubMessage] { await buffer.nextBatch() }
+}
