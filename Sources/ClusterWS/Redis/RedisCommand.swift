@@ -25,6 +25,9 @@ package struct RedisCommand: Sendable {
     /// How many replies Redis sends for this command: one, except for
     /// `SUBSCRIBE`/`UNSUBSCRIBE`, which confirm once per channel.
     package let replyCount: Int
+    /// The Redis Cluster hash slot of the command's key, or `nil` for a
+    /// command without one (it may go to any node). See ``RedisClusterSlot``.
+    package let slot: Int?
 
     private static let allocator = ByteBufferAllocator()
 
@@ -56,6 +59,39 @@ package struct RedisCommand: Sendable {
         }
         self.bytes = buffer
         self.replyCount = replyCount
+        self.slot = Self.routingKey(name, arguments).map { RedisClusterSlot.of($0) }
+    }
+
+    private static let keyless: Set<String> = [
+        "PING", "INFO", "CLUSTER", "SCRIPT", "SUBSCRIBE", "UNSUBSCRIBE", "PSUBSCRIBE", "PUNSUBSCRIBE", "PUBLISH",
+        "AUTH", "SELECT", "ASKING", "QUIT", "CLIENT", "ACL", "CONFIG", "FLUSHALL", "FLUSHDB", "SCAN", "KEYS",
+        "DBSIZE", "TIME", "ECHO", "HELLO", "READONLY",
+    ]
+
+    /// The argument Redis Cluster routes `name` by: the first key (the channel for
+    /// sharded pub/sub), or `nil`.
+    private static func routingKey(_ name: String, _ arguments: [RedisArgument]) -> [UInt8]? {
+        let verb = name.utf8.contains(where: { (97...122).contains($0) }) ? name.uppercased() : name
+        if keyless.contains(verb) { return nil }
+        switch verb {
+        case "EVAL", "EVALSHA", "FCALL":
+            guard arguments.count > 2, case .integer(let keys) = arguments[1], keys > 0 else { return nil }
+            return bytes(arguments[2])
+        case "XREAD", "XREADGROUP":
+            guard let streams = arguments.firstIndex(where: { if case .string(let word) = $0 { word.uppercased() == "STREAMS" } else { false } }),
+                  streams + 1 < arguments.count else { return nil }
+            return bytes(arguments[streams + 1])
+        default:
+            return arguments.first.map(bytes)
+        }
+    }
+
+    private static func bytes(_ argument: RedisArgument) -> [UInt8] {
+        switch argument {
+        case .string(let text): Array(text.utf8)
+        case .bytes(let buffer): Array(buffer.readableBytesView)
+        case .integer(let value): Array(String(value).utf8)
+        }
     }
 }
 

@@ -36,6 +36,32 @@ package struct RedisConfiguration: Sendable, Hashable {
     package var disconnectedCommandWait: Duration
     /// Delay between reconnect attempts.
     package var reconnectBackoff: Backoff
+    /// Redis Cluster seed nodes (`redis+cluster://h1:p1,h2:p2`); empty for a
+    /// single server. The client reads the slot map from any of them.
+    package var clusterSeeds: [Address] = []
+
+    /// A Redis server's host and port.
+    package struct Address: Sendable, Hashable, CustomStringConvertible {
+        package var host: String
+        package var port: Int
+        package init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+        package var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
+    /// Whether this configuration names a Redis Cluster.
+    package var isCluster: Bool { !clusterSeeds.isEmpty }
+
+    /// The same configuration for one node of the cluster.
+    package func node(_ address: Address) -> RedisConfiguration {
+        var configuration = self
+        configuration.host = address.host
+        configuration.port = address.port
+        configuration.clusterSeeds = []
+        return configuration
+    }
 
     /// Capped exponential backoff with jitter: attempt `n` waits
     /// `min(initial * multiplier^n, maximum)`, randomly shortened by up to `jitter`.
@@ -95,7 +121,9 @@ package struct RedisConfiguration: Sendable, Hashable {
         self.reconnectBackoff = reconnectBackoff
     }
 
-    /// Parses `redis://[[user]:password@]host[:port][/db]`.
+    /// Parses `redis://[[user]:password@]host[:port][/db]`, or
+    /// `redis+cluster://[[user]:password@]host[:port],host[:port]…` for a
+    /// Redis Cluster (its seed nodes; database 0 only).
     ///
     /// User and password may be percent-encoded; an IPv6 host is written in
     /// brackets (`redis://[::1]:6379`). The port defaults to 6379, the
@@ -103,10 +131,11 @@ package struct RedisConfiguration: Sendable, Hashable {
     /// - Throws: ``RedisError/invalidConfiguration(_:)`` for anything else.
     package init(url: String) throws {
         self.init()
-        guard url.hasPrefix("redis://") else {
-            throw RedisError.invalidConfiguration("URL must start with redis://: \(url)")
+        let cluster = url.hasPrefix("redis+cluster://")
+        guard url.hasPrefix("redis://") || cluster else {
+            throw RedisError.invalidConfiguration("URL must start with redis:// or redis+cluster://: \(url)")
         }
-        var rest = Substring(url.dropFirst("redis://".count))
+        var rest = Substring(url.drop(while: { $0 != "/" }).dropFirst(2))
         if let query = rest.firstIndex(of: "?") { rest = rest[..<query] }
         var path: Substring = ""
         if let slash = rest.firstIndex(of: "/") {
@@ -125,36 +154,51 @@ package struct RedisConfiguration: Sendable, Hashable {
                 password = try Self.percentDecoded(userInfo)
             }
         }
+        let addresses = try (cluster ? rest.split(separator: ",", omittingEmptySubsequences: false) : [rest])
+            .map { try Self.address($0, in: url) }
+        host = addresses[0].host
+        port = addresses[0].port
+        if cluster { clusterSeeds = addresses }
+        if !path.isEmpty {
+            guard let db = Int(path), db >= 0 else {
+                throw RedisError.invalidConfiguration("bad database '\(path)' in \(url)")
+            }
+            guard !cluster || db == 0 else {
+                throw RedisError.invalidConfiguration("Redis Cluster has only database 0: \(url)")
+            }
+            database = db
+        }
+    }
+
+    /// Parses `host[:port]` or `[ipv6][:port]`.
+    private static func address(_ text: Substring, in url: String) throws -> Address {
+        var host: String
         var portText: Substring?
-        if rest.hasPrefix("[") {
-            guard let close = rest.firstIndex(of: "]") else {
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else {
                 throw RedisError.invalidConfiguration("unterminated IPv6 host in \(url)")
             }
-            host = String(rest[rest.index(after: rest.startIndex)..<close])
-            let after = rest[rest.index(after: close)...]
+            host = String(text[text.index(after: text.startIndex)..<close])
+            let after = text[text.index(after: close)...]
             if !after.isEmpty {
                 guard after.hasPrefix(":") else { throw RedisError.invalidConfiguration("bad host in \(url)") }
                 portText = after.dropFirst()
             }
-        } else if let colon = rest.firstIndex(of: ":") {
-            host = String(rest[..<colon])
-            portText = rest[rest.index(after: colon)...]
+        } else if let colon = text.firstIndex(of: ":") {
+            host = String(text[..<colon])
+            portText = text[text.index(after: colon)...]
         } else {
-            host = String(rest)
+            host = String(text)
         }
         guard !host.isEmpty else { throw RedisError.invalidConfiguration("missing host in \(url)") }
+        var port = 6379
         if let portText {
             guard let value = Int(portText), (1...65535).contains(value) else {
                 throw RedisError.invalidConfiguration("bad port '\(portText)' in \(url)")
             }
             port = value
         }
-        if !path.isEmpty {
-            guard let db = Int(path), db >= 0 else {
-                throw RedisError.invalidConfiguration("bad database '\(path)' in \(url)")
-            }
-            database = db
-        }
+        return Address(host: host, port: port)
     }
 
     /// `host:port`, for logs and errors.

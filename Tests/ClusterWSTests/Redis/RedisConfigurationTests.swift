@@ -55,3 +55,22 @@ struct RedisConfigurationTests {
         }
     }
 }
+
+@Suite("Redis Cluster URLs")
+struct RedisClusterURLTests {
+    @Test func seedsUserAndPasswordAreParsed() throws {
+        let configuration = try RedisConfiguration(url: "redis+cluster://app:s%40cret@10.0.0.1:7000,10.0.0.2,[::1]:7002")
+        #expect(configuration.isCluster)
+        #expect(configuration.clusterSeeds == [.init(host: "10.0.0.1", port: 7000), .init(host: "10.0.0.2", port: 6379),
+                                               .init(host: "::1", port: 7002)])
+        #expect(configuration.username == "app" && configuration.password == "s@cret")
+        #expect(configuration.node(.init(host: "10.0.0.9", port: 7009)).address == "10.0.0.9:7009")
+        #expect(!configuration.node(.init(host: "10.0.0.9", port: 7009)).isCluster)
+        #expect(try !RedisConfiguration(url: "redis://h:1").isCluster)
+    }
+
+    @Test(arguments: ["redis+cluster://", "redis+cluster://h:1,", "redis+cluster://h:1,h:x", "redis+cluster://h:1/2", "rediss://h"])
+    func malformedClusterURLsAreRejected(url: String) {
+        #expect(throws: RedisError.self) { try RedisConfiguration(url: url) }
+    }
+}
