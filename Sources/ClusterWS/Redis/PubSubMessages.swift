@@ -9,7 +9,7 @@ import Synchronization
 /// one call (one wake-up per burst instead of per message), and the code is
 /// our own, specialised for its element (the stream's generic storage cost a
 /// runtime metadata lookup per message in profiles).
-final class PubSubBuffer: Sendable {
+package final class PubSubBuffer: Sendable {
     private struct State {
         var messages = CircularBuffer<RedisPubSubMessage>(initialCapacity: 64)
         var waiter: CheckedContinuation<Void, Never>?
@@ -20,7 +20,7 @@ final class PubSubBuffer: Sendable {
     private let limit: Int
     private let drops = DropCounter()
 
-    init(limit: Int) {
+    package init(limit: Int) {
         self.limit = max(limit, 1)
     }
 

@@ -110,6 +110,15 @@ final class RedisCommandHandler: ChannelDuplexHandler {
             promise?.fail(closedError)
             return
         }
+        if request.replyCount == 0 {
+            // Answered by pushes only (SUNSUBSCRIBE on a sharded subscriber): done once written.
+            switch request.completion {
+            case .one(let reply): reply.succeed(.null)
+            case .many(let replies): replies.succeed([])
+            }
+            context.write(wrapOutboundOut(request.bytes), promise: promise)
+            return
+        }
         pending.append(entry)
         armTimer(for: request.deadline, context: context)
         context.write(wrapOutboundOut(request.bytes), promise: promise)
@@ -222,14 +231,30 @@ package struct RedisPubSubMessage: Sendable {
         self.payload = payload
     }
 
-    /// Recognises a RESP2 `message` or `pmessage` push; `nil` for anything else.
+    /// What a push announces.
+    package enum Kind: Sendable, Hashable {
+        /// A published message (`message`, `pmessage`, `smessage`).
+        case message
+        /// Redis dropped a sharded subscription (`sunsubscribe`: the channel's
+        /// slot moved, or the subscriber asked); `payload` is empty.
+        case shardUnsubscribed
+    }
+
+    /// What this push announces; everything but `.message` is for the subscriber itself.
+    package var kind: Kind = .message
+
+    /// Recognises a RESP2 `message`, `pmessage`, `smessage` or `sunsubscribe`
+    /// push; `nil` for anything else.
     init?(push value: RedisValue) {
         guard case .array(let parts) = value, parts.count >= 3, case .bulkString(let kind) = parts[0] else {
             return nil
         }
-        if parts.count == 3, kind.readableBytesView.elementsEqual("message".utf8),
+        if parts.count == 3, kind.readableBytesView.elementsEqual("message".utf8) || kind.readableBytesView.elementsEqual("smessage".utf8),
            let channel = parts[1].string, case .bulkString(let payload) = parts[2] {
             self.init(channel: channel, payload: payload)
+        } else if parts.count == 3, kind.readableBytesView.elementsEqual("sunsubscribe".utf8), let channel = parts[1].string {
+            self.init(channel: channel, payload: ByteBuffer())
+            self.kind = .shardUnsubscribed
         } else if parts.count == 4, kind.readableBytesView.elementsEqual("pmessage".utf8),
                   let pattern = parts[1].string, let channel = parts[2].string,
                   case .bulkString(let payload) = parts[3] {

@@ -32,6 +32,11 @@ package actor RedisSubscriber: Service, RedisReconnecting {
     /// Every message published to a subscribed channel, in the order Redis sent them.
     package nonisolated let messages: PubSubMessages
     private let buffer: PubSubBuffer
+    /// Whether ``messages`` ends with this subscriber (not when the buffer is shared).
+    private let ownsBuffer: Bool
+    /// Sharded pub/sub (`SSUBSCRIBE`, Redis Cluster): one shard's channels.
+    package nonisolated let sharded: Bool
+    private let onShardUnsubscribed: (@Sendable (String) -> Void)?
     private var channels: Set<String> = []
 
     package nonisolated var unownedExecutor: UnownedSerialExecutor {
@@ -45,15 +50,22 @@ package actor RedisSubscriber: Service, RedisReconnecting {
         eventLoop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next(),
         bufferLimit: Int = 100_000,
         logger: Logger = Logger(label: "clusterws.redis.subscriber"),
-        reconnects: Counter? = nil
+        reconnects: Counter? = nil,
+        sharded: Bool = false,
+        sharing buffer: PubSubBuffer? = nil,
+        onShardUnsubscribed: (@Sendable (String) -> Void)? = nil
     ) {
+        self.sharded = sharded
+        self.onShardUnsubscribed = onShardUnsubscribed
         self.link.reconnects = reconnects
         self.configuration = configuration
         self.eventLoop = eventLoop
         var logger = logger
         logger[metadataKey: "redis.address"] = "\(configuration.address)"
         self.logger = logger
-        buffer = PubSubBuffer(limit: bufferLimit)
+        self.ownsBuffer = buffer == nil
+        let buffer = buffer ?? PubSubBuffer(limit: bufferLimit)
+        self.buffer = buffer
         messages = PubSubMessages(buffer: buffer)
     }
 
@@ -61,14 +73,14 @@ package actor RedisSubscriber: Service, RedisReconnecting {
     /// down; then ends ``messages``.
     package func run() async throws {
         await runConnectionLoop()
-        buffer.finish()
+        if ownsBuffer { buffer.finish() }
     }
 
     /// Like ``run()``, but a graceful shutdown of the surrounding service group
     /// does not stop it: only ``shutdown()`` or cancellation does.
     package func runUntilShutdown() async {
         await runConnectionLoop(followGracefulShutdown: false)
-        buffer.finish()
+        if ownsBuffer { buffer.finish() }
     }
 
     /// Unsubscribes from everything and stops: ``run()`` returns and ``messages`` ends.
@@ -83,7 +95,7 @@ package actor RedisSubscriber: Service, RedisReconnecting {
         let new = names.filter { !channels.contains($0) }
         guard !new.isEmpty else { return }
         channels.formUnion(new)
-        try await sendToLiveChannel("SUBSCRIBE", new)
+        try await sendToLiveChannel(sharded ? "SSUBSCRIBE" : "SUBSCRIBE", new)
     }
 
     /// Unsubscribes from `channels`; returns once Redis has confirmed it (when connected).
@@ -91,7 +103,13 @@ package actor RedisSubscriber: Service, RedisReconnecting {
         let gone = names.filter { channels.contains($0) }
         guard !gone.isEmpty else { return }
         channels.subtract(gone)
-        try await sendToLiveChannel("UNSUBSCRIBE", gone)
+        try await sendToLiveChannel(sharded ? "SUNSUBSCRIBE" : "UNSUBSCRIBE", gone)
+    }
+
+    /// Stops wanting `names` without telling Redis (it already dropped them:
+    /// a sharded channel whose slot moved).
+    package func forget(_ names: [String]) {
+        channels.subtract(names)
     }
 
     /// The channels currently wanted.
@@ -112,23 +130,34 @@ package actor RedisSubscriber: Service, RedisReconnecting {
     private func sendToLiveChannel(_ verb: String, _ names: [String]) async throws {
         guard let channel = link.channel else { return }
         let futures = RedisConnector.execute(
-            Self.chunks(verb, names), on: channel, timeout: configuration.commandTimeout)
+            chunks(verb, names), on: channel, timeout: configuration.commandTimeout)
         for future in futures { _ = try await future.get() }
     }
 
     /// `SUBSCRIBE a b c ...` in commands of at most 1,000 channels; Redis
-    /// confirms each channel with its own reply.
-    private static func chunks(_ verb: String, _ names: [String]) -> [RedisCommand] {
-        stride(from: 0, to: names.count, by: 1_000).map { start in
-            let slice = names[start..<min(start + 1_000, names.count)]
-            return RedisCommand(verb, arguments: slice.map { .string($0) }, replyCount: slice.count)
+    /// confirms each channel with its own reply. Sharded: one command per slot
+    /// (Redis requires it), and `SUNSUBSCRIBE` expects no reply (its
+    /// confirmations arrive as pushes, like the ones Redis sends by itself).
+    private func chunks(_ verb: String, _ names: [String]) -> [RedisCommand] {
+        let groups = sharded ? Dictionary(grouping: names, by: { RedisClusterSlot.of($0) }).values.map { $0 } : [names]
+        let replies = verb == "SUNSUBSCRIBE" ? 0 : nil
+        return groups.flatMap { group in
+            stride(from: 0, to: group.count, by: 1_000).map { start in
+                let slice = group[start..<min(start + 1_000, group.count)]
+                return RedisCommand(verb, arguments: slice.map { .string($0) }, replyCount: replies ?? slice.count)
+            }
         }
     }
 
     func openChannel() async throws -> any Channel {
         let buffer = self.buffer
+        let onShardUnsubscribed = self.onShardUnsubscribed
         return try await RedisConnector.connect(configuration: configuration, eventLoop: eventLoop) { message in
-            buffer.append(message)
+            if message.kind == .shardUnsubscribed {
+                onShardUnsubscribed?(message.channel)
+            } else {
+                buffer.append(message)
+            }
         }
     }
 
@@ -137,7 +166,7 @@ package actor RedisSubscriber: Service, RedisReconnecting {
     func prepare(_ channel: any Channel) async throws {
         guard !channels.isEmpty else { return }
         let futures = RedisConnector.execute(
-            Self.chunks("SUBSCRIBE", Array(channels)), on: channel, timeout: configuration.commandTimeout)
+            chunks(sharded ? "SSUBSCRIBE" : "SUBSCRIBE", Array(channels)), on: channel, timeout: configuration.commandTimeout)
         for future in futures { _ = try await future.get() }
         logger.debug("redis resubscribed", metadata: ["channels": "\(channels.count)"])
     }
