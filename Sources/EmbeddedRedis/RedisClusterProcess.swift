@@ -97,23 +97,20 @@ public final class RedisClusterProcess: @unchecked Sendable {
         process.standardOutput = output
         process.standardError = output
         process.standardInput = FileHandle.nullDevice
+        // Read and wait on a thread of our own (never the cooperative pool; and no
+        // readabilityHandler, whose dispatch source can race with the pipe's close).
         return try await withCheckedThrowingContinuation { continuation in
-            let collected = OutputCollector()
-            output.fileHandleForReading.readabilityHandler = { handle in
-                let data = handle.availableData
-                if data.isEmpty { handle.readabilityHandler = nil } else { collected.append(data) }
-            }
-            process.terminationHandler = { process in
-                output.fileHandleForReading.readabilityHandler = nil
-                collected.append(output.fileHandleForReading.readDataToEndOfFile())
-                let text = collected.text
+            do { try process.run() } catch { return continuation.resume(throwing: error) }
+            Thread {
+                let data = output.fileHandleForReading.readDataToEndOfFile()
+                process.waitUntilExit()
+                let text = String(decoding: data, as: UTF8.self)
                 if process.terminationStatus == 0 {
                     continuation.resume(returning: text)
                 } else {
                     continuation.resume(throwing: EmbeddedRedisError.failedToStart(output: "redis-cli \(arguments.joined(separator: " ")): \(text)"))
                 }
-            }
-            do { try process.run() } catch { continuation.resume(throwing: error) }
+            }.start()
         }
     }
 
@@ -135,9 +132,3 @@ public final class RedisClusterProcess: @unchecked Sendable {
     }
 }
 
-private final class OutputCollector: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data = Data()
-    func append(_ more: Data) { lock.withLock { data.append(more) } }
-    var text: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
-}

@@ -141,19 +141,21 @@ public final class RedisServerProcess: @unchecked Sendable {
 
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let state = LaunchState(continuation)
-            pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-                let data = handle.availableData
-                guard !data.isEmpty else {
-                    handle.readabilityHandler = nil
-                    return
+            // The server's output is read on a thread of its own until the pipe closes
+            // (no readabilityHandler: its dispatch source can race with the pipe's close).
+            let handle = pipe.fileHandleForReading
+            Thread { [weak self] in
+                while true {
+                    let data = handle.availableData
+                    if data.isEmpty { break }
+                    let text = String(decoding: data, as: UTF8.self)
+                    let all = self?.lock.withLock { () -> String in
+                        self?.output += text
+                        return self?.output ?? ""
+                    } ?? text
+                    if all.contains("Ready to accept connections") { state.finish(nil) }
                 }
-                let text = String(decoding: data, as: UTF8.self)
-                let all = self?.lock.withLock { () -> String in
-                    self?.output += text
-                    return self?.output ?? ""
-                } ?? text
-                if all.contains("Ready to accept connections") { state.finish(nil) }
-            }
+            }.start()
             process.terminationHandler = { [weak self] _ in
                 state.finish(EmbeddedRedisError.failedToStart(output: self?.log ?? ""))
             }

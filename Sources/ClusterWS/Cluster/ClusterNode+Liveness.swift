@@ -83,8 +83,8 @@ extension ClusterNode {
         let nodes = try await redis.send(RedisCommand("SMEMBERS", .string(keys.nodes))).array?.compactMap(\.string) ?? []
         let others = nodes.filter { $0 != id }
         guard !others.isEmpty else { return }
-        let alive = try await redis.send(RedisCommand("MGET", arguments: others.map { .string(keys.alive($0)) }))
-        for (node, value) in zip(others, alive.array ?? []) where value.isNull {
+        let alive = try await values(of: others.map(keys.alive))
+        for (node, value) in zip(others, alive) where value.isNull {
             logger.info("node is gone; removing its relations", metadata: ["dead": "\(node)"])
             try await removeRelations(ofNode: node, keepEpoch: nil)
             try await removeRoomMemberships(ofNode: node)
@@ -140,6 +140,15 @@ extension ClusterNode {
             ])
         } catch {
             logger.warning("could not remove this node's relations on shutdown", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// `GET` of each key, pipelined (not `MGET`: on a Redis Cluster the keys
+    /// live in different slots). A failed read counts as present, so nothing
+    /// is removed because of an error.
+    func values(of keys: [String]) async throws -> [RedisValue] {
+        try await redis.send(batch: keys.map { RedisCommand("GET", .string($0)) }).map { result in
+            (try? result.get()) ?? .simpleString("?")
         }
     }
 }

@@ -43,8 +43,14 @@ public final class ClusterNode: Service, Sendable {
 
     let keys: ClusterKeys
     let metrics: ClusterMetrics
-    package let redis: RedisConnection
-    package let subscriber: RedisSubscriber
+    /// Commands: one Redis server, or a Redis Cluster (`redis+cluster://`).
+    package let redis: any RedisCommands
+    /// Pub/sub: classic channels on one server, sharded channels on a cluster.
+    package let subscriber: any RedisPubSub
+    /// The single-server subscriber (`nil` on a Redis Cluster), for tests.
+    package var singleSubscriber: RedisSubscriber? { subscriber as? RedisSubscriber }
+    /// The Redis settings the node was given.
+    let redisConfiguration: RedisConfiguration
     package let registry: LocalRegistry
     let server: WebSocketServer
     let logger: Logger
@@ -84,15 +90,28 @@ public final class ClusterNode: Service, Sendable {
         let metrics = ClusterMetrics(node: configuration.serverID,
                                      factory: configuration.metricsFactory ?? MetricsSystem.factory)
         self.metrics = metrics
+        self.redisConfiguration = redisConfiguration
         let loops = MultiThreadedEventLoopGroup.singleton
-        // The queue driver's routing script is loaded on every (re)connect, so posts by
-        // SHA find it even right after a Redis restart and keep their order.
-        self.redis = RedisConnection(configuration: redisConfiguration, eventLoop: loops.next(), logger: logger,
-                                     commandDuration: metrics.redisCommand, reconnects: metrics.redisReconnects,
-                                     setupCommands: configuration.driver == .queue
-                                         ? [RedisCommand("SCRIPT", "LOAD", .string(QueueScript.source))] : [])
-        self.subscriber = RedisSubscriber(configuration: redisConfiguration, eventLoop: loops.next(), logger: logger,
-                                          reconnects: metrics.redisReconnects)
+        if redisConfiguration.isCluster {
+            guard configuration.driver == .pubSub else {
+                throw ClusterError.invalidConfiguration(
+                    "the queue driver does not run on Redis Cluster yet (its routing script touches keys of several slots); use the pub/sub driver")
+            }
+            let cluster = RedisClusterClient(configuration: redisConfiguration, logger: logger)
+            self.redis = cluster
+            let allChannel = keys.allChannel
+            self.subscriber = ClusterPubSub(RedisShardedSubscriber(cluster: cluster, logger: logger),
+                                            isClassic: { $0 == allChannel })
+        } else {
+            // The queue driver's routing script is loaded on every (re)connect, so posts by
+            // SHA find it even right after a Redis restart and keep their order.
+            self.redis = RedisConnection(configuration: redisConfiguration, eventLoop: loops.next(), logger: logger,
+                                         commandDuration: metrics.redisCommand, reconnects: metrics.redisReconnects,
+                                         setupCommands: configuration.driver == .queue
+                                             ? [RedisCommand("SCRIPT", "LOAD", .string(QueueScript.source))] : [])
+            self.subscriber = RedisSubscriber(configuration: redisConfiguration, eventLoop: loops.next(), logger: logger,
+                                              reconnects: metrics.redisReconnects)
+        }
         self.registry = LocalRegistry(subscriber: subscriber, keys: keys)
         self.server = WebSocketServer(configuration: configuration.webSocket, logger: logger)
         (closed, closedContinuation) = AsyncStream.makeStream()
@@ -163,7 +182,7 @@ public final class ClusterNode: Service, Sendable {
     /// Redis reachability and the node's load, for a `/health` endpoint.
     public func health() async -> ClusterHealth {
         let redisUp = (try? await redis.send(RedisCommand("PING"), timeout: .seconds(1))) != nil
-        let subscribed = await subscriber.link.channel != nil
+        let subscribed = await subscriber.isConnected()
         return ClusterHealth(redis: redisUp, subscriber: subscribed, connections: server.connectionCount)
     }
 
@@ -199,9 +218,10 @@ public final class ClusterNode: Service, Sendable {
             services.addTask { await self.redis.runUntilShutdown() }
             services.addTask { await self.subscriber.runUntilShutdown() }
             do {
-                try await redis.waitUntilConnected(timeout: configuration.webSocket.handshakeTimeout)
-                try await subscriber.waitUntilConnected(timeout: configuration.webSocket.handshakeTimeout)
+                try await redis.waitUntilReady(timeout: configuration.webSocket.handshakeTimeout)
+                try await subscriber.waitUntilReady(timeout: configuration.webSocket.handshakeTimeout)
                 try await subscriber.subscribe([keys.nodeChannel(id), keys.allChannel])
+                try await subscriber.waitUntilReady(timeout: configuration.webSocket.handshakeTimeout)
                 await removeStaleRelationsOfThisNode()
                 try await heartbeat()
             } catch {

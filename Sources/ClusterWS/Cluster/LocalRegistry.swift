@@ -28,10 +28,10 @@ package actor LocalRegistry {
     }
 
     private let tables = Mutex(Tables())
-    private let subscriber: RedisSubscriber
+    private let subscriber: any RedisPubSub
     private let keys: ClusterKeys
 
-    init(subscriber: RedisSubscriber, keys: ClusterKeys) {
+    init(subscriber: any RedisPubSub, keys: ClusterKeys) {
         self.subscriber = subscriber
         self.keys = keys
     }

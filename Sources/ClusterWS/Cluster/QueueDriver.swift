@@ -1,3 +1,4 @@
+import NIOPosix
 import CoreMetrics
 import Logging
 import NIOCore
@@ -120,10 +121,11 @@ extension ClusterNode {
     /// One consumer: its own pending entries first (after a start or a
     /// reconnect), then new ones; entries idle too long for others are claimed.
     private func consume(name: String) async {
-        var redisConfiguration = redis.configuration
+        var redisConfiguration = self.redisConfiguration
         redisConfiguration.commandTimeout = configuration.queue.block + .seconds(5)
         redisConfiguration.disconnectedCommandWait = .seconds(1)
-        let connection = RedisConnection(configuration: redisConfiguration, eventLoop: redis.eventLoop, logger: logger)
+        let connection = RedisConnection(configuration: redisConfiguration, eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+                                         logger: logger)
         let stream = keys.queue(id)
         let clock = ContinuousClock()
         await withTaskGroup(of: Void.self) { group in

@@ -97,9 +97,9 @@ extension ClusterNode {
     func live(_ fds: [DistributedFD]) async throws -> [DistributedFD] {
         let nodes = Array(Set(fds.map(\.node)))
         guard !nodes.isEmpty else { return [] }
-        let epochs = try await redis.send(RedisCommand("MGET", arguments: nodes.map { .string(keys.alive($0)) }))
+        let epochs = try await values(of: nodes.map(keys.alive))
         var alive: [String: UInt64] = [:]
-        for (node, value) in zip(nodes, epochs.array ?? []) {
+        for (node, value) in zip(nodes, epochs) {
             if let text = value.string, let epoch = UInt64(text, radix: 16) { alive[node] = epoch }
         }
         return fds.filter { alive[$0.node] == $0.epoch }

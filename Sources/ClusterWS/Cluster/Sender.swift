@@ -107,7 +107,10 @@ extension ClusterNode {
 
     func publishCommand(_ target: Envelope.Target, _ message: WebSocketMessage, channel: String) -> RedisCommand {
         let envelope = Envelope(target: target, kind: message.kind, originNode: id, originEpoch: epoch, payload: message.data)
-        return RedisCommand("PUBLISH", .string(channel), .bytes(envelope.encoded()))
+        // On a Redis Cluster, user, room and node channels are sharded (to their slot's master only);
+        // the broadcast channel stays classic (the cluster bus carries it to every node).
+        let verb = redisConfiguration.isCluster && channel != keys.allChannel ? "SPUBLISH" : "PUBLISH"
+        return RedisCommand(verb, .string(channel), .bytes(envelope.encoded()))
     }
 
     /// Local delivery first, then one PUBLISH (pub/sub driver) or one

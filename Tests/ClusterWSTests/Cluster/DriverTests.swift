@@ -10,9 +10,9 @@ struct DriverTests {
     /// user off and kills its connections, so b (and only b) is cut off Redis
     /// until the user is switched on again.
     struct Outage {
-        let admin: RedisConnection
+        let admin: any RedisCommands
 
-        static func prepare(_ redis: RedisServerProcess, admin: RedisConnection) async throws -> Outage {
+        static func prepare(_ redis: RedisServerProcess, admin: any RedisCommands) async throws -> Outage {
             _ = try await admin.send(RedisCommand("ACL", "SETUSER", "nodeb", "on", ">secret", "~*", "&*", "+@all"))
             return Outage(admin: admin)
         }
@@ -36,7 +36,7 @@ struct DriverTests {
             let a = try Self.node("a", redis: redis, url: redis.url, driver: driver)
             let nodeA = ServiceGroupHarness(a)
             try await nodeA.start()
-            try await a.redis.waitUntilConnected(timeout: .seconds(5))
+            try await a.redis.waitUntilReady(timeout: .seconds(5))
             let outage = try await Outage.prepare(redis, admin: a.redis)
             let b = try Self.node("b", redis: redis, url: Outage.url(redis), driver: driver)
             let nodeB = ServiceGroupHarness(b)
@@ -45,14 +45,14 @@ struct DriverTests {
             #expect(try await a.sender.send(uid: "offline-for-a-while", .text("before")) == 1)
             #expect(try await client.next().text == "before")
 
-            let subscriptions = await b.subscriber.connectionCount
+            let subscriptions = await b.singleSubscriber!.connectionCount
             try await outage.cut()  // b loses Redis: its subscriber and its queue consumer are cut off
-            try await within(.seconds(5), "b to notice") { await b.subscriber.waitUntilDisconnected() }
+            try await within(.seconds(5), "b to notice") { await b.singleSubscriber!.waitUntilDisconnected() }
             for index in 0..<count {
                 _ = try await a.sender.send(uid: "offline-for-a-while", .text("m\(index)"))
             }
             try await outage.restore()
-            try await b.subscriber.waitUntilConnected(after: subscriptions, timeout: .seconds(10))
+            try await b.singleSubscriber!.waitUntilConnected(after: subscriptions, timeout: .seconds(10))
             _ = try await a.sender.send(uid: "offline-for-a-while", .text("after"))
 
             // Read until "after" arrives (it is sent last, on a reconnected node).
@@ -107,7 +107,7 @@ struct DriverTests {
             let a = try Self.node("a", redis: redis, url: redis.url, driver: .queue)
             let nodeA = ServiceGroupHarness(a)
             try await nodeA.start()
-            try await a.redis.waitUntilConnected(timeout: .seconds(5))
+            try await a.redis.waitUntilReady(timeout: .seconds(5))
             let outage = try await Outage.prepare(redis, admin: a.redis)
             let b = try Self.node("b", redis: redis, url: Outage.url(redis), driver: .queue)
             let nodeB = ServiceGroupHarness(b)

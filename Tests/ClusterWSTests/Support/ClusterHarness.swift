@@ -90,13 +90,42 @@ struct ClusterClient {
     func close() { raw.close() }
 }
 
+/// Where a test cluster's nodes keep their relations and exchange messages.
+enum RedisBackend: String, Sendable, CaseIterable, CustomTestStringConvertible {
+    /// One redis-server.
+    case single
+    /// A Redis Cluster of 3 masters and 3 replicas (sharded pub/sub).
+    case cluster
+
+    var testDescription: String { rawValue }
+}
+
+/// The routing suite's combinations: both drivers on one Redis, and the
+/// pub/sub driver on a Redis Cluster (the queue driver does not run there yet).
+struct RoutingCase: Sendable, CustomTestStringConvertible {
+    var driver: ClusterConfiguration.Driver
+    var backend: RedisBackend
+    static let all = [RoutingCase(driver: .pubSub, backend: .single), RoutingCase(driver: .queue, backend: .single),
+                      RoutingCase(driver: .pubSub, backend: .cluster)]
+    var testDescription: String { "\(driver) on \(backend.rawValue)" }
+}
+
 /// Runs `body` with a fresh redis-server and a cluster of `ids`, then stops everything.
 func withCluster<T: Sendable>(
     _ ids: [String], namespace: String = "test", driver: ClusterConfiguration.Driver = .pubSub,
     _ body: @escaping @Sendable (TestCluster) async throws -> T
 ) async throws -> T {
-    try await withRedisServer { redis in
-        let cluster = try await TestCluster.start(ids, redis: redis, namespace: namespace, driver: driver)
+    try await withCluster(ids, namespace: namespace, RoutingCase(driver: driver, backend: .single), body)
+}
+
+/// Runs `body` with nodes `ids` on a fresh Redis of `setup.backend`, then stops everything.
+func withCluster<T: Sendable>(
+    _ ids: [String], namespace: String = "test", _ setup: RoutingCase,
+    _ body: @escaping @Sendable (TestCluster) async throws -> T
+) async throws -> T {
+    func run(_ redis: RedisServerProcess, url: String?) async throws -> T {
+        let cluster = try await TestCluster.start(ids, redis: redis, namespace: namespace, driver: setup.driver,
+                                                  redisURL: url.map { url in { _ in url } })
         do {
             let result = try await within(.seconds(60), "the cluster test") { try await body(cluster) }
             await cluster.stopAll()
@@ -105,6 +134,14 @@ func withCluster<T: Sendable>(
             await cluster.stopAll()
             throw error
         }
+    }
+    switch setup.backend {
+    case .single:
+        return try await withRedisServer { redis in try await run(redis, url: nil) }
+    case .cluster:
+        let redisCluster = try await RedisClusterProcess.start()
+        defer { redisCluster.terminate() }
+        return try await run(redisCluster.nodes[0], url: redisCluster.url)
     }
 }
 

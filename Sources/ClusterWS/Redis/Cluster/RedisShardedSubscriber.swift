@@ -47,6 +47,9 @@ package final class RedisShardedSubscriber: Sendable {
         (added, addedContinuation) = AsyncStream.makeStream()
     }
 
+    /// Messages dropped because the consumer fell too far behind.
+    package var droppedMessages: Int { buffer.dropped }
+
     /// Channels moved to another shard since the start (for tests and metrics).
     package var channelMoves: Int { moves.load(ordering: .relaxed) }
 
@@ -119,7 +122,11 @@ package final class RedisShardedSubscriber: Sendable {
         for (owner, channels) in owners {
             state.withLock { state in for channel in channels { state.sharded[channel] = owner } }
             do {
-                try await shard(owner).subscribe(channels)
+                let subscriber = shard(owner)
+                try await subscriber.subscribe(channels)
+                // A new shard connection subscribes when it connects: wait for that,
+                // so a message published after this call is received.
+                try await subscriber.waitUntilConnected(after: 0, timeout: cluster.configuration.connectTimeout)
             } catch RedisError.reply(let message) where message.hasPrefix("MOVED") {
                 // The map was stale: the watcher re-reads it and places them again.
                 await shard(owner).forget(channels)

@@ -1,0 +1,116 @@
+/// What the cluster runtime needs for commands: one Redis server
+/// (``RedisConnection``) or a Redis Cluster (``RedisClusterClient``).
+package protocol RedisCommands: Sendable {
+    /// Sends one command and returns its reply (see ``RedisConnection/send(_:timeout:)``).
+    func send(_ command: RedisCommand, timeout: Duration?) async throws -> RedisValue
+    /// Sends several commands pipelined; each one's outcome, in order.
+    func send(batch commands: [RedisCommand]) async throws -> [Result<RedisValue, RedisError>]
+    /// Writes a command without waiting for its reply, in call order.
+    func post(_ command: RedisCommand, onFailure: @escaping @Sendable (RedisError) -> Void)
+    /// Connects and reconnects until ``shutdown()``.
+    func runUntilShutdown() async
+    /// Stops; ``runUntilShutdown()`` returns after.
+    func shutdown() async
+    /// Returns once commands can be sent (or throws after `timeout`).
+    func waitUntilReady(timeout: Duration) async throws
+}
+
+extension RedisCommands {
+    /// Sends one command with the configured timeout.
+    package func send(_ command: RedisCommand) async throws -> RedisValue {
+        try await send(command, timeout: nil)
+    }
+}
+
+/// What the cluster runtime needs for pub/sub: classic channels on one Redis
+/// server (``RedisSubscriber``), or sharded channels on a Redis Cluster
+/// (``ClusterPubSub``).
+package protocol RedisPubSub: Sendable {
+    /// Every message of every subscribed channel.
+    var messages: PubSubMessages { get }
+    /// Messages dropped because the consumer fell too far behind.
+    var droppedMessages: Int { get }
+    /// Subscribes; returns once Redis confirmed (when connected).
+    func subscribe(_ names: [String]) async throws
+    /// Unsubscribes.
+    func unsubscribe(_ names: [String]) async throws
+    /// Connects and keeps the subscriptions until ``shutdown()``.
+    func runUntilShutdown() async
+    /// Stops; ``runUntilShutdown()`` returns after and ``messages`` ends.
+    func shutdown() async
+    /// Returns once subscribing is possible (or throws after `timeout`).
+    func waitUntilReady(timeout: Duration) async throws
+    /// Whether every needed connection is up.
+    func isConnected() async -> Bool
+}
+
+extension RedisConnection: RedisCommands {
+    package func waitUntilReady(timeout: Duration) async throws {
+        try await waitUntilConnected(after: 0, timeout: timeout)
+    }
+}
+
+extension RedisSubscriber: RedisPubSub {
+    package func waitUntilReady(timeout: Duration) async throws {
+        try await waitUntilConnected(after: 0, timeout: timeout)
+    }
+
+    package func isConnected() -> Bool { link.channel != nil }
+}
+
+extension RedisClusterClient: RedisCommands {
+    package func waitUntilReady(timeout: Duration) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while true {
+            do {
+                _ = try await send(RedisCommand("PING"), timeout: .seconds(1))
+                return
+            } catch {
+                guard clock.now < deadline else { throw error }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+}
+
+/// Pub/sub on a Redis Cluster for a node: channels for which `isClassic` holds
+/// (the cluster-wide broadcast channel) use `SUBSCRIBE`, every other one is
+/// sharded (`SSUBSCRIBE` on its slot's master).
+package struct ClusterPubSub: RedisPubSub {
+    let sharded: RedisShardedSubscriber
+    let isClassic: @Sendable (String) -> Bool
+
+    package init(_ sharded: RedisShardedSubscriber, isClassic: @escaping @Sendable (String) -> Bool) {
+        self.sharded = sharded
+        self.isClassic = isClassic
+    }
+
+    package var messages: PubSubMessages { sharded.messages }
+    package var droppedMessages: Int { sharded.droppedMessages }
+
+    package func subscribe(_ names: [String]) async throws {
+        let classic = names.filter(isClassic)
+        if !classic.isEmpty { try await sharded.subscribe(classic: classic) }
+        let shard = names.filter { !isClassic($0) }
+        if !shard.isEmpty { try await sharded.subscribe(sharded: shard) }
+    }
+
+    package func unsubscribe(_ names: [String]) async throws {
+        try await sharded.unsubscribe(sharded: names.filter { !isClassic($0) })
+    }
+
+    package func runUntilShutdown() async { await sharded.runUntilShutdown() }
+    package func shutdown() async { await sharded.shutdown() }
+
+    package func waitUntilReady(timeout: Duration) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while await !sharded.isConnected() {
+            guard clock.now < deadline else { throw RedisError.notConnected }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    package func isConnected() async -> Bool { await sharded.isConnected() }
+}
