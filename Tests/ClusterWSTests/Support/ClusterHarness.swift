@@ -8,13 +8,15 @@ import Testing
 /// port, sharing one real redis-server.
 final class TestCluster: Sendable {
     let redis: RedisServerProcess
+    /// The Redis Cluster, when the nodes run on one.
+    let redisCluster: RedisClusterProcess?
     let nodes: [String: ClusterNode]
     private let harnesses: [String: ServiceGroupHarness]
 
     /// Starts nodes `ids` against `redis`.
     static func start(_ ids: [String], redis: RedisServerProcess, namespace: String = "test",
                       driver: ClusterConfiguration.Driver = .pubSub,
-                      redisURL: ((String) -> String)? = nil) async throws -> TestCluster {
+                      redisURL: ((String) -> String)? = nil, redisCluster: RedisClusterProcess? = nil) async throws -> TestCluster {
         var nodes: [String: ClusterNode] = [:]
         var harnesses: [String: ServiceGroupHarness] = [:]
         for id in ids {
@@ -25,11 +27,13 @@ final class TestCluster: Sendable {
             nodes[id] = node
             harnesses[id] = harness
         }
-        return TestCluster(redis: redis, nodes: nodes, harnesses: harnesses)
+        return TestCluster(redis: redis, redisCluster: redisCluster, nodes: nodes, harnesses: harnesses)
     }
 
-    private init(redis: RedisServerProcess, nodes: [String: ClusterNode], harnesses: [String: ServiceGroupHarness]) {
+    private init(redis: RedisServerProcess, redisCluster: RedisClusterProcess?, nodes: [String: ClusterNode],
+                 harnesses: [String: ServiceGroupHarness]) {
         self.redis = redis
+        self.redisCluster = redisCluster
         self.nodes = nodes
         self.harnesses = harnesses
     }
@@ -123,9 +127,9 @@ func withCluster<T: Sendable>(
     _ ids: [String], namespace: String = "test", _ setup: RoutingCase,
     _ body: @escaping @Sendable (TestCluster) async throws -> T
 ) async throws -> T {
-    func run(_ redis: RedisServerProcess, url: String?) async throws -> T {
+    func run(_ redis: RedisServerProcess, url: String?, redisCluster: RedisClusterProcess? = nil) async throws -> T {
         let cluster = try await TestCluster.start(ids, redis: redis, namespace: namespace, driver: setup.driver,
-                                                  redisURL: url.map { url in { _ in url } })
+                                                  redisURL: url.map { url in { _ in url } }, redisCluster: redisCluster)
         do {
             let result = try await within(.seconds(60), "the cluster test") { try await body(cluster) }
             await cluster.stopAll()
@@ -141,7 +145,7 @@ func withCluster<T: Sendable>(
     case .cluster:
         let redisCluster = try await RedisClusterProcess.start()
         defer { redisCluster.terminate() }
-        return try await run(redisCluster.nodes[0], url: redisCluster.url)
+        return try await run(redisCluster.nodes[0], url: redisCluster.url, redisCluster: redisCluster)
     }
 }
 
