@@ -4,13 +4,17 @@
 #                 (Swift tests, then the demo in a real headless browser)
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: setup demo test unit e2e bench
+.PHONY: setup demo demo-cluster test unit e2e bench
 
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
 	swift run Demo $(ARGS)
+
+# The same demo on an embedded Redis Cluster (3 masters + 3 replicas, sharded pub/sub).
+demo-cluster: setup
+	swift run Demo --redis-cluster $(ARGS)
 
 # The whole suite: unit and integration tests, then the browser test.
 test: unit e2e
@@ -22,6 +26,7 @@ e2e: setup
 	@bash scripts/setup-e2e.sh
 	swift build --product Demo
 	python3 scripts/e2e.py
+	python3 scripts/e2e.py --redis-cluster
 
 bench: setup
 	swift run -c release Benchmarks $(ARGS)

@@ -58,6 +58,16 @@ struct BroadcastScenario {
         return table
     }
 
+    /// Two nodes, `postAll` back to back from node a (for comparing Redis backends).
+    func clusterPostAll(size: Int) async throws -> Figures {
+        let (a, portA) = try await context.startServer(["--kind", "node", "--id", "a"])
+        defer { a.stop() }
+        let (b, portB) = try await context.startServer(["--kind", "node", "--id", "b"])
+        defer { b.stop() }
+        return try await measure(half: size / 2, servers: [(a, portA, "x"), (b, portB, "y")], sendingServer: a,
+                                 command: "broadcast", bound: true)
+    }
+
     private func measure(half: Int, servers: [(ChildProcess, Int, String)], sendingServer: ChildProcess,
                          command: String, bound: Bool) async throws -> Figures {
         var loads: [ChildProcess] = []

@@ -15,8 +15,8 @@ struct ClusterBenchmark: AsyncParsableCommand {
         abstract: "Cross-node unicast, latency under open-loop load, broadcast fan-out and idle memory of two ClusterNode processes, beside redis-benchmark."
     )
 
-    @Option(help: "Scenarios, comma-separated: baseline, unicast, latency, broadcast, memory.")
-    var scenarios = "baseline,unicast,latency,broadcast,memory"
+    @Option(help: "Scenarios, comma-separated: baseline, unicast, latency, broadcast, memory, backends (one Redis vs a 3-master Redis Cluster).")
+    var scenarios = "baseline,unicast,latency,broadcast,memory,backends"
 
     @Option(help: "Receiving clients on node b (distinct uids).")
     var receivers = 100
@@ -96,11 +96,51 @@ struct ClusterBenchmark: AsyncParsableCommand {
         if selected.contains("memory") {
             tables.append(try await measureIdleMemory(context: context))
         }
+        if selected.contains("backends") {
+            tables.append(try await compareBackends(single: context))
+        }
         if json {
             print("[" + tables.map { $0.json() }.joined(separator: ",\n") + "]")
         } else {
             tables.forEach { print($0.render()) }
         }
+    }
+
+    /// Unicast (post relay) and broadcast (postAll) on one Redis and on a Redis
+    /// Cluster of 3 masters + 3 replicas (embedded, or `REDIS_CLUSTER_URL`).
+    private func compareBackends(single: BenchContext) async throws -> ResultTable {
+        var embedded: RedisClusterProcess?
+        let clusterURL: String
+        if let url = ProcessInfo.processInfo.environment["REDIS_CLUSTER_URL"], !url.isEmpty {
+            clusterURL = url
+        } else {
+            progress("backends: starting a Redis Cluster (3 masters + 3 replicas)")
+            let cluster = try await RedisClusterProcess.start()
+            embedded = cluster
+            clusterURL = cluster.url
+        }
+        defer { embedded?.terminate() }
+        var table = ResultTable(
+            title: "One Redis vs a Redis Cluster (3 masters + 3 replicas, sharded pub/sub), same run",
+            columns: ["Redis", "unicast msgs/s (post, median of \(runs))", "broadcast deliveries/s (1,000 conns, postAll)",
+                      "time to last p50 ms", "p99 ms"])
+        for (name, url) in [("one redis-server", single.redisURL), ("Redis Cluster, 3 masters", clusterURL)] {
+            progress("backends: \(name)")
+            let context = BenchContext(redisURL: url, payloadSize: payloadSize)
+            let unicast = UnicastScenario(context: context, receivers: receivers, senders: senders, messages: messages,
+                                          runs: runs, loads: [], pacedSeconds: pacedSeconds, fixedMaximum: nil, relays: ["post"])
+            let rate = try await unicast.measure(baseline: [:], withLatency: false).medians["post"] ?? .nan
+            let broadcast = try await BroadcastScenario(context: context, repeats: fanoutRepeats, messages: fanoutMessages)
+                .clusterPostAll(size: 1_000)
+            table.add(name, rate.grouped, broadcast.rate.grouped + (broadcast.complete ? "" : " (INCOMPLETE)"),
+                      broadcast.timeToLast.quantile(0.5).fixed(2), broadcast.timeToLast.quantile(0.99).fixed(2))
+        }
+        table.notes = [
+            "Same processes as above (node a, node b, load clients), with the nodes' REDIS_URL pointing at one server or at the cluster.",
+            "On the cluster, user channels are sharded (SPUBLISH to the channel's master only); broadcasts use classic PUBLISH,",
+            "which the cluster bus copies to every one of its 6 nodes. All 6 redis-server processes share the same 2 cores.",
+        ]
+        return table
     }
 
     /// redis-benchmark PUBLISH with one subscriber of ours receiving every message.

@@ -17,6 +17,11 @@ struct UnicastScenario {
     var relays: [String]
 
     func run(baseline: [Int: Double], withLatency: Bool) async throws -> [ResultTable] {
+        try await measure(baseline: baseline, withLatency: withLatency).tables
+    }
+
+    /// The tables, and each relay's median full-speed msgs/s.
+    func measure(baseline: [Int: Double], withLatency: Bool) async throws -> (tables: [ResultTable], medians: [String: Double]) {
         progress("unicast: starting node b and \(receivers) receivers")
         let (b, portB) = try await context.startServer(["--kind", "node", "--id", "b"])
         defer { b.stop() }
@@ -32,6 +37,7 @@ struct UnicastScenario {
                       "received once", "lost", "duplicates", "misrouted"])
         var tables: [ResultTable] = []
         var medians: [String] = []
+        var medianRates: [String: Double] = [:]
         for (index, relay) in relays.enumerated() {
             progress("unicast: node a forwards with \(relay)")
             let (a, portA) = try await context.startServer(["--kind", "node", "--id", "a", "--forward", "--relay", relay])
@@ -60,6 +66,7 @@ struct UnicastScenario {
             }
             if !rates.isEmpty {
                 let median = rates.quantile(0.5)
+                medianRates[relay] = median
                 medians.append("\(relay): median \(median.grouped) msgs/s" + (baseline[1].map { " = \((median / $0).fixed(2))× redis-benchmark -P 1 (\($0.grouped))" } ?? ""))
             }
             if index == 0, withLatency {
@@ -75,7 +82,7 @@ struct UnicastScenario {
             "msgs/s: distinct probes received / seconds from the first send until the last arrived. Latency: probe's send",
             "time (sender process) to its arrival (receiver process), CLOCK_MONOTONIC; at full speed it is mostly queueing.",
         ] + medians
-        return (table.rows.isEmpty ? [] : [table]) + tables
+        return ((table.rows.isEmpty ? [] : [table]) + tables, medianRates)
     }
 
     private func latency(maximum: Double, relay: String, sending: ChildProcess, receiving: ChildProcess) async throws -> ResultTable {

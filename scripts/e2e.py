@@ -7,6 +7,9 @@ has two users on different nodes exchange messages through the page's own
 controls. Then presses Ctrl-C (SIGINT) on the demo and checks that both pages
 saw their socket close with 1001 and that no relation is left in Redis.
 Screenshots go to artifacts/.
+
+With --redis-cluster, the same test runs on a Redis Cluster of 3 masters and
+3 replicas (sharded pub/sub) started on free loopback ports.
 """
 import os
 import signal
@@ -79,16 +82,55 @@ def received(driver, text, kind, timeout=10):
         return None
 
 
+def cluster_port():
+    """A free port whose cluster-bus port (port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 < 65536:
+            try:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port + 10000))
+                return port
+            except OSError:
+                pass
+
+
+def start_redis(cluster, workdir):
+    """One redis-server, or six joined into a 3+3 cluster; returns (processes, ports, url)."""
+    base = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    if not cluster:
+        port = free_port()
+        redis = subprocess.Popen(["redis-server", "--port", str(port)] + base, stdout=subprocess.DEVNULL)
+        time.sleep(0.5)
+        return [redis], [port], f"redis://127.0.0.1:{port}"
+    ports = [cluster_port() for _ in range(6)]
+    processes = [subprocess.Popen(["redis-server", "--port", str(p), "--cluster-enabled", "yes", "--dir", workdir,
+                                   "--cluster-config-file", f"nodes-{p}.conf", "--cluster-node-timeout", "2000"] + base,
+                                  stdout=subprocess.DEVNULL) for p in ports]
+    time.sleep(0.5)
+    subprocess.run(["redis-cli", "--cluster", "create"] + [f"127.0.0.1:{p}" for p in ports]
+                   + ["--cluster-replicas", "1", "--cluster-yes"], capture_output=True, check=True)
+    for _ in range(100):
+        if all("cluster_state:ok" in subprocess.run(["redis-cli", "-p", str(p), "cluster", "info"],
+                                                    capture_output=True, text=True).stdout for p in ports):
+            break
+        time.sleep(0.2)
+    return processes, ports, "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
+
+
 def main():
     os.makedirs(ARTIFACTS, exist_ok=True)
     if not os.path.exists(DEMO):
         print(f"FAIL: demo binary not found at {DEMO} (run `swift build --product Demo`)")
         return 1
-    redis_port, port1, port2 = free_port(), free_port(), free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    time.sleep(0.5)
-    env = dict(os.environ, REDIS_URL=f"redis://127.0.0.1:{redis_port}")
+    cluster = "--redis-cluster" in sys.argv
+    if cluster:
+        print("(on a Redis Cluster: 3 masters + 3 replicas)")
+    import tempfile
+    workdir = tempfile.mkdtemp(prefix="clusterws-e2e-")
+    redis_processes, redis_ports, redis_url = start_redis(cluster, workdir)
+    port1, port2 = free_port(), free_port()
+    env = dict(os.environ, REDIS_URL=redis_url)
     demo = subprocess.Popen([DEMO, "--node", f"server1={port1}", "--node", f"server2={port2}", "--log-level", "warning"],
                             env=env, stdout=subprocess.PIPE, text=True)
     alice = bob = None
@@ -129,8 +171,9 @@ def main():
               "clusterws_messages_out_total" in metrics and "clusterws_deliveries_total" in metrics
               and "clusterws_messages_in_total" in metrics and 'node="server2"' in metrics, metrics[:300])
 
-        alice.save_screenshot(os.path.join(ARTIFACTS, "e2e-alice.png"))
-        bob.save_screenshot(os.path.join(ARTIFACTS, "e2e-bob.png"))
+        suffix = "-cluster" if cluster else ""
+        alice.save_screenshot(os.path.join(ARTIFACTS, f"e2e-alice{suffix}.png"))
+        bob.save_screenshot(os.path.join(ARTIFACTS, f"e2e-bob{suffix}.png"))
 
         demo.send_signal(signal.SIGINT)
         code = demo.wait(timeout=20)
@@ -141,10 +184,12 @@ def main():
                 check(f"{name}'s socket was closed with 1001", True)
             except Exception:
                 check(f"{name}'s socket was closed with 1001", False, driver.find_element(By.ID, "status-text").text)
-        keys = subprocess.run(["redis-cli", "-p", str(redis_port), "--scan", "--pattern", "clusterws-demo:*relate*"],
-                              capture_output=True, text=True).stdout.split()
-        alive = subprocess.run(["redis-cli", "-p", str(redis_port), "--scan", "--pattern", "clusterws-demo:alive:*"],
-                               capture_output=True, text=True).stdout.split()
+        keys, alive = [], []
+        for redis_port in redis_ports:  # every node of a cluster (replicas answer a SCAN too)
+            keys += subprocess.run(["redis-cli", "-p", str(redis_port), "--scan", "--pattern", "clusterws-demo:*relate*"],
+                                   capture_output=True, text=True).stdout.split()
+            alive += subprocess.run(["redis-cli", "-p", str(redis_port), "--scan", "--pattern", "clusterws-demo:alive:*"],
+                                    capture_output=True, text=True).stdout.split()
         check("no relation or heartbeat is left in Redis after Ctrl-C", not keys and not alive, keys + alive)
         bob.save_screenshot(os.path.join(ARTIFACTS, "e2e-after-shutdown.png"))
     finally:
@@ -153,7 +198,8 @@ def main():
                 driver.quit()
         if demo.poll() is None:
             demo.kill()
-        redis.kill()
+        for process in redis_processes:
+            process.kill()
 
     passed = sum(1 for _, ok in results if ok)
     failed = len(results) - passed

@@ -40,6 +40,9 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
+    @Flag(help: "Without REDIS_URL: start an embedded Redis Cluster (3 masters + 3 replicas) instead of one redis-server. With REDIS_URL, give it as redis+cluster://host:port,host:port.")
+    var redisCluster = false
+
     func run() async throws {
         let level = logLevel
         LoggingSystem.bootstrap { label in
@@ -55,9 +58,21 @@ struct Demo: AsyncParsableCommand {
         let specs = try parseNodes(nodes.isEmpty ? (environment["DEMO_NODES"]?.split(separator: ",").map(String.init)
             ?? ["server1=9502", "server2=9504"]) : nodes)
 
-        let redis = try await RedisEndpoint.fromEnvironment()
-        defer { redis.embedded?.terminate() }
-        logger.info("redis", metadata: ["url": "\(redis.url)", "embedded": "\(redis.embedded != nil)"])
+        var embeddedCluster: RedisClusterProcess?
+        let redis: RedisEndpoint
+        if redisCluster, (environment["REDIS_URL"] ?? "").isEmpty {
+            logger.info("starting an embedded Redis Cluster (3 masters + 3 replicas)")
+            let cluster = try await RedisClusterProcess.start()
+            embeddedCluster = cluster
+            redis = RedisEndpoint(url: cluster.url, embedded: nil)
+        } else {
+            redis = try await RedisEndpoint.fromEnvironment()
+        }
+        defer {
+            redis.embedded?.terminate()
+            embeddedCluster?.terminate()
+        }
+        logger.info("redis", metadata: ["url": "\(redis.url)", "embedded": "\(redis.embedded != nil || embeddedCluster != nil)"])
 
         var demoNodes: [DemoNode] = []
         for (id, port) in specs {

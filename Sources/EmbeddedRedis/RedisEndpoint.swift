@@ -8,6 +8,12 @@ public struct RedisEndpoint: Sendable {
     /// The embedded server, when one was started (stop it when done).
     public let embedded: RedisServerProcess?
 
+    /// An endpoint at `url` (`embedded`: a server to stop when done).
+    public init(url: String, embedded: RedisServerProcess? = nil) {
+        self.url = url
+        self.embedded = embedded
+    }
+
     /// Uses `REDIS_URL` if set (and non-empty), else starts an embedded server.
     public static func fromEnvironment(arguments: [String] = []) async throws -> RedisEndpoint {
         if let url = ProcessInfo.processInfo.environment["REDIS_URL"], !url.isEmpty {

@@ -244,11 +244,9 @@ package final class RedisShardedSubscriber: Sendable {
 
     /// Wanted channels that their shard no longer has (Redis dropped them).
     private func unplaced() async -> Set<String> {
-        var result: Set<String> = []
-        for (channel, address) in state.withLock({ $0.sharded }) {
-            guard let shard = state.withLock({ $0.shards[address] }) else { result.insert(channel); continue }
-            if await !shard.subscribedChannels.contains(channel) { result.insert(channel) }
-        }
-        return result
+        let (wanted, shards) = state.withLock { ($0.sharded, $0.shards) }
+        var subscribed: [Address: Set<String>] = [:]
+        for (address, shard) in shards { subscribed[address] = await shard.subscribedChannels }
+        return Set(wanted.compactMap { channel, address in subscribed[address]?.contains(channel) == true ? nil : channel })
     }
 }
