@@ -31,15 +31,23 @@ public final class RedisClusterProcess: @unchecked Sendable {
         var nodes: [RedisServerProcess] = []
         do {
             for index in 0..<(masters * (1 + replicasPerMaster)) {
-                let port = try clusterPort()
-                nodes.append(try await RedisServerProcess.start(port: port, arguments: [
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", directory.appendingPathComponent("nodes-\(index).conf").path,
-                    "--cluster-node-timeout", "\(Int(nodeTimeout.components.seconds * 1000 + nodeTimeout.components.attoseconds / 1_000_000_000_000_000))",
-                    "--dir", directory.path,
-                    // A replica may always take over (a fresh test cluster's replica may not have synced long ago).
-                    "--cluster-replica-validity-factor", "0",
-                ]))
+                var attempt = 0
+                while true {  // a port found free can be taken before redis-server binds it: try another
+                    let port = try clusterPort()
+                    do {
+                        nodes.append(try await RedisServerProcess.start(port: port, arguments: [
+                            "--cluster-enabled", "yes",
+                            "--cluster-config-file", directory.appendingPathComponent("nodes-\(index)-\(attempt).conf").path,
+                            "--cluster-node-timeout", "\(Int(nodeTimeout.components.seconds * 1000 + nodeTimeout.components.attoseconds / 1_000_000_000_000_000))",
+                            "--dir", directory.path,
+                            // A replica may always take over (a fresh test cluster's replica may not have synced long ago).
+                            "--cluster-replica-validity-factor", "0",
+                        ]))
+                        break
+                    } catch EmbeddedRedisError.failedToStart(let output) where attempt < 5 && output.contains("in use") {
+                        attempt += 1
+                    }
+                }
             }
             let cluster = RedisClusterProcess(nodes: nodes, directory: directory)
             try await cluster.cli(["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" }

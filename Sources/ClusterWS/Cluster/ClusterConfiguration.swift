@@ -73,6 +73,12 @@ public struct ClusterConfiguration: Sendable {
         public var claimAfter: Duration
         /// How long one `XREADGROUP` blocks waiting for entries.
         public var block: Duration
+        /// On a Redis Cluster: replicas that must have each entry (`WAIT`)
+        /// before a send returns, so a master's crash right after it loses
+        /// nothing. 0 turns it off (faster; a crash may lose the last entries).
+        public var replicaAcks: Int = 1
+        /// How long a send waits for those replicas.
+        public var replicaAckTimeout: Duration = .milliseconds(500)
 
         /// Creates queue settings; defaults follow the seed (1 consumer, 10 in flight).
         public init(consumers: Int = 1, concurrency: Int = 10, maxLength: Int = 100_000,
@@ -85,7 +91,9 @@ public struct ClusterConfiguration: Sendable {
         }
     }
 
-    /// A Redis URL (`redis://[user:password@]host:port[/db]`), checked when the node starts.
+    /// A Redis URL, checked when the node starts: one server
+    /// (`redis://[user:password@]host:port[/db]`) or a Redis Cluster
+    /// (`redis+cluster://[user:password@]host:port,host:port,…`).
     public struct RedisURL: Sendable, ExpressibleByStringLiteral {
         /// The URL text.
         public var url: String

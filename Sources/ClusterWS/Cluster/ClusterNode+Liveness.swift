@@ -13,8 +13,12 @@ extension ClusterNode {
         ])
         try replies.throwFirstFailure()
         // Our heartbeat had lapsed (Redis was out of reach past the liveness
-        // window): other nodes' janitors may have removed our relations. Put them back.
-        if announced.exchange(true, ordering: .relaxed), (try? replies[0].get())?.isNull == true {
+        // window), or a janitor took us out of the node set (it does that
+        // last, after removing our relations — so this also catches a janitor
+        // that saw us dead just before our heartbeat came back). Put them back.
+        let lapsed = (try? replies[0].get())?.isNull == true
+        let removed = (try? replies[1].get())?.int == 1
+        if announced.exchange(true, ordering: .relaxed), lapsed || removed {
             logger.warning("this node was considered dead; registering its connections again")
             try await reregister()
         }

@@ -57,6 +57,8 @@ public final class ClusterNode: Service, Sendable {
     /// Set after the first heartbeat: a later one that finds no heartbeat key
     /// means this node was considered dead meanwhile.
     let announced = Atomic<Bool>(false)
+    /// The last queue post on a Redis Cluster (posts there run in a chain, in call order).
+    let postChain = Mutex<Task<Void, Never>?>(nil)
     /// SHA1 of the queue driver's routing script, once loaded.
     let queueSHA = Mutex<String?>(nil)
     /// Set by ``abandon()``: stop without removing anything from Redis, as a crash would.
@@ -93,10 +95,6 @@ public final class ClusterNode: Service, Sendable {
         self.redisConfiguration = redisConfiguration
         let loops = MultiThreadedEventLoopGroup.singleton
         if redisConfiguration.isCluster {
-            guard configuration.driver == .pubSub else {
-                throw ClusterError.invalidConfiguration(
-                    "the queue driver does not run on Redis Cluster yet (its routing script touches keys of several slots); use the pub/sub driver")
-            }
             let cluster = RedisClusterClient(configuration: redisConfiguration, logger: logger)
             self.redis = cluster
             let allChannel = keys.allChannel

@@ -104,7 +104,10 @@ extension ClusterNode {
 
     /// Sends to a remote node's stream for one connection (`send(to:)`).
     func enqueue(toNode node: String, epoch targetEpoch: UInt64, fds: [UInt64], _ message: WebSocketMessage) async throws -> Int {
-        try await runQueueScript { sha in
+        if redisConfiguration.isCluster {
+            return try await enqueueAcrossSlots(.fds(epoch: targetEpoch, fds), message, toNode: node)
+        }
+        return try await runQueueScript { sha in
             enqueueCommand(.fds(epoch: targetEpoch, fds), message, toNode: node, script: .sha(sha))
         }
     }
@@ -124,8 +127,11 @@ extension ClusterNode {
         var redisConfiguration = self.redisConfiguration
         redisConfiguration.commandTimeout = configuration.queue.block + .seconds(5)
         redisConfiguration.disconnectedCommandWait = .seconds(1)
-        let connection = RedisConnection(configuration: redisConfiguration, eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
-                                         logger: logger)
+        // Its own connection(s): a blocked XREADGROUP must not hold up the node's other commands.
+        let connection: any RedisCommands = redisConfiguration.isCluster
+            ? RedisClusterClient(configuration: redisConfiguration, logger: logger)
+            : RedisConnection(configuration: redisConfiguration, eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+                              logger: logger)
         let stream = keys.queue(id)
         let clock = ContinuousClock()
         await withTaskGroup(of: Void.self) { group in
@@ -176,7 +182,7 @@ extension ClusterNode {
     }
 
     /// Hands entries to the sockets, then acknowledges them all at once.
-    private func deliver(_ entries: [QueueEntry], connection: RedisConnection, stream: String) async throws {
+    private func deliver(_ entries: [QueueEntry], connection: any RedisCommands, stream: String) async throws {
         for entry in entries {
             guard let epochText = entry.epoch, UInt64(epochText, radix: 16) == epoch else {
                 statistics.add("stale")

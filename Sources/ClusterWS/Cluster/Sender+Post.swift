@@ -89,6 +89,7 @@ extension ClusterNode {
         guard configuration.driver == .queue else {
             return redis.post(publishCommand(target, message, channel: channel), onFailure: failed)
         }
+        if redisConfiguration.isCluster { return postAcrossSlots(target, message, toNode: toNode) }
         // EVAL with the source also puts the script in Redis's cache, so the SHA works after it.
         redis.post(enqueueCommand(target, message, toNode: toNode, script: .sha(QueueScript.sha1))) { [self] error in
             guard case .reply(let text) = error, text.hasPrefix("NOSCRIPT") else { return postFailed(error) }
@@ -96,7 +97,7 @@ extension ClusterNode {
         }
     }
 
-    private func postFailed(_ error: RedisError) {
+    func postFailed(_ error: RedisError) {
         statistics.add("post_failed")
         metrics.drops["post_failed"]?.increment()
         logger.warning("a posted message did not reach Redis; other nodes miss it", metadata: ["error": "\(error)"])

@@ -33,6 +33,12 @@ public struct Sender: Sendable {
     @discardableResult
     public func sendMulti(uids: [String], _ message: WebSocketMessage) async throws -> [String: Int] {
         node.metrics.messagesOut["users"]?.increment()
+        if node.configuration.driver == .queue, node.redisConfiguration.isCluster {
+            // No single routing script on a cluster: one routed send per user.
+            var results: [String: Int] = [:]
+            for uid in uids { results[uid] = try await send(uid: uid, message) }
+            return results
+        }
         var results: [String: Int] = [:]
         var commands: [RedisCommand] = []
         var localCounts: [Int] = []
@@ -123,6 +129,7 @@ extension ClusterNode {
         FanOut.send(message, to: local)
         let reachedHere = (alwaysLocal || !local.isEmpty) ? 1 : 0
         if configuration.driver == .queue {
+            if redisConfiguration.isCluster { return try await enqueueAcrossSlots(target, message) + reachedHere }
             return try await runQueueScript { sha in enqueueCommand(target, message, script: .sha(sha)) } + reachedHere
         }
         let subscribers = try await redis.send(publishCommand(target, message, channel: channel)).int ?? 0

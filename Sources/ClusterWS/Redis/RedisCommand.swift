@@ -27,7 +27,7 @@ package struct RedisCommand: Sendable {
     package let replyCount: Int
     /// The Redis Cluster hash slot of the command's key, or `nil` for a
     /// command without one (it may go to any node). See ``RedisClusterSlot``.
-    package let slot: Int?
+    package private(set) var slot: Int?
 
     private static let allocator = ByteBufferAllocator()
 
@@ -62,6 +62,14 @@ package struct RedisCommand: Sendable {
         self.slot = Self.routingKey(name, arguments).map { RedisClusterSlot.of($0) }
     }
 
+    /// The same command, sent to the master of `key`'s slot (for a keyless
+    /// command that must reach a given node, such as `WAIT` after a write there).
+    package func routed(withSlotOf key: String) -> RedisCommand {
+        var command = self
+        command.slot = RedisClusterSlot.of(key)
+        return command
+    }
+
     private static let keyless: Set<String> = [
         "PING", "INFO", "CLUSTER", "SCRIPT", "SUBSCRIBE", "UNSUBSCRIBE", "PSUBSCRIBE", "PUNSUBSCRIBE", "PUBLISH",
         "AUTH", "SELECT", "ASKING", "QUIT", "CLIENT", "ACL", "CONFIG", "FLUSHALL", "FLUSHDB", "SCAN", "KEYS",
@@ -77,6 +85,8 @@ package struct RedisCommand: Sendable {
         case "EVAL", "EVALSHA", "FCALL":
             guard arguments.count > 2, case .integer(let keys) = arguments[1], keys > 0 else { return nil }
             return bytes(arguments[2])
+        case "XGROUP", "XINFO", "OBJECT", "MEMORY":  // subcommand first, then the key
+            return arguments.count > 1 ? bytes(arguments[1]) : nil
         case "XREAD", "XREADGROUP":
             guard let streams = arguments.firstIndex(where: { if case .string(let word) = $0 { word.uppercased() == "STREAMS" } else { false } }),
                   streams + 1 < arguments.count else { return nil }

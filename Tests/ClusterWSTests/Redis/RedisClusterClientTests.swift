@@ -8,15 +8,17 @@ import Testing
 func withRedisCluster<T: Sendable>(
     _ body: @escaping @Sendable (RedisClusterProcess, RedisClusterClient) async throws -> T
 ) async throws -> T {
-    let cluster = try await RedisClusterProcess.start()
-    defer { cluster.terminate() }
-    var configuration = try RedisConfiguration(url: cluster.url)
-    configuration.commandTimeout = .seconds(2)
-    configuration.disconnectedCommandWait = .milliseconds(500)
-    let client = RedisClusterClient(configuration: configuration)
-    let running = Task { await client.runUntilShutdown() }
-    defer { client.shutdown(); running.cancel() }
-    return try await within(.seconds(90), "the cluster test") { try await body(cluster, client) }
+    try await AsyncLimiter.redisClusters.run {
+        let cluster = try await RedisClusterProcess.start()
+        defer { cluster.terminate() }
+        var configuration = try RedisConfiguration(url: cluster.url)
+        configuration.commandTimeout = .seconds(2)
+        configuration.disconnectedCommandWait = .milliseconds(500)
+        let client = RedisClusterClient(configuration: configuration)
+        let running = Task { await client.runUntilShutdown() }
+        defer { client.shutdown(); running.cancel() }
+        return try await within(.seconds(90), "the cluster test") { try await body(cluster, client) }
+    }
 }
 
 /// A plain connection to one node (no redirects followed), for checking where keys live.

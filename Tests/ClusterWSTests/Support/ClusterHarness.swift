@@ -104,13 +104,12 @@ enum RedisBackend: String, Sendable, CaseIterable, CustomTestStringConvertible {
     var testDescription: String { rawValue }
 }
 
-/// The routing suite's combinations: both drivers on one Redis, and the
-/// pub/sub driver on a Redis Cluster (the queue driver does not run there yet).
+/// The routing suite's combinations: both drivers, on one Redis and on a Redis Cluster.
 struct RoutingCase: Sendable, CustomTestStringConvertible {
     var driver: ClusterConfiguration.Driver
     var backend: RedisBackend
     static let all = [RoutingCase(driver: .pubSub, backend: .single), RoutingCase(driver: .queue, backend: .single),
-                      RoutingCase(driver: .pubSub, backend: .cluster)]
+                      RoutingCase(driver: .pubSub, backend: .cluster), RoutingCase(driver: .queue, backend: .cluster)]
     var testDescription: String { "\(driver) on \(backend.rawValue)" }
 }
 
@@ -127,7 +126,7 @@ func withCluster<T: Sendable>(
     _ ids: [String], namespace: String = "test", _ setup: RoutingCase,
     _ body: @escaping @Sendable (TestCluster) async throws -> T
 ) async throws -> T {
-    func run(_ redis: RedisServerProcess, url: String?, redisCluster: RedisClusterProcess? = nil) async throws -> T {
+    @Sendable func run(_ redis: RedisServerProcess, url: String?, redisCluster: RedisClusterProcess? = nil) async throws -> T {
         let cluster = try await TestCluster.start(ids, redis: redis, namespace: namespace, driver: setup.driver,
                                                   redisURL: url.map { url in { _ in url } }, redisCluster: redisCluster)
         do {
@@ -143,9 +142,11 @@ func withCluster<T: Sendable>(
     case .single:
         return try await withRedisServer { redis in try await run(redis, url: nil) }
     case .cluster:
-        let redisCluster = try await RedisClusterProcess.start()
-        defer { redisCluster.terminate() }
-        return try await run(redisCluster.nodes[0], url: redisCluster.url, redisCluster: redisCluster)
+        return try await AsyncLimiter.redisClusters.run {
+            let redisCluster = try await RedisClusterProcess.start()
+            defer { redisCluster.terminate() }
+            return try await run(redisCluster.nodes[0], url: redisCluster.url, redisCluster: redisCluster)
+        }
     }
 }
 

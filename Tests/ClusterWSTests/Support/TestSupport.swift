@@ -181,3 +181,23 @@ final class RefusingPort: Sendable {
 
     deinit { close(fd) }
 }
+
+/// At most `limit` bodies at once (a Redis Cluster is six redis-servers: too
+/// many at once on two cores would make every timing-sensitive test flaky).
+actor AsyncLimiter {
+    static let redisClusters = AsyncLimiter(limit: 2)
+
+    private let limit: Int
+    private var running = 0
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    init(limit: Int) { self.limit = limit }
+
+    func run<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        if running >= limit { await withCheckedContinuation { waiters.append($0) } } else { running += 1 }
+        defer {
+            if waiters.isEmpty { running -= 1 } else { waiters.removeFirst().resume() }
+        }
+        return try await body()
+    }
+}

@@ -25,6 +25,8 @@ package final class RedisClusterClient: Sendable {
 
     private struct State {
         var slots: [Address?] = Array(repeating: nil, count: RedisClusterSlot.count)
+        /// Replicas listed for each slot's master in the last map.
+        var replicas: [UInt8] = Array(repeating: 0, count: RedisClusterSlot.count)
         var connections: [Address: RedisConnection] = [:]
         var refreshing = false
         var refreshWaiters: [CheckedContinuation<Void, Never>] = []
@@ -67,6 +69,10 @@ package final class RedisClusterClient: Sendable {
 
     /// How many times the slot map has been read (for tests and metrics).
     package var slotMapRefreshes: Int { state.withLock { $0.refreshes } }
+
+    /// How many replicas the map lists for `slot`'s master (0 right after a
+    /// failover, until the old master comes back as a replica).
+    package func replicaCount(ofSlot slot: Int) -> Int { state.withLock { Int($0.replicas[slot]) } }
 
     /// The master that owns `slot` in the current map.
     package func owner(ofSlot slot: Int) -> Address? { state.withLock { $0.slots[slot] } }
@@ -120,7 +126,13 @@ package final class RedisClusterClient: Sendable {
         try await withThrowingTaskGroup(of: [(Int, Result<RedisValue, RedisError>)].self) { tasks in
             for (_, group) in groups {
                 tasks.addTask {
-                    let replies = try await group.connection.send(batch: group.indices.map { commands[$0] })
+                    let replies: [Result<RedisValue, RedisError>]
+                    do {
+                        replies = try await group.connection.send(batch: group.indices.map { commands[$0] })
+                    } catch let error as RedisError {
+                        // The node could not be reached: each command is retried below (map re-read).
+                        replies = Array(repeating: .failure(error), count: group.indices.count)
+                    }
                     var outcome: [(Int, Result<RedisValue, RedisError>)] = []
                     for (position, index) in group.indices.enumerated() {
                         var result = replies[position]
@@ -259,16 +271,21 @@ package final class RedisClusterClient: Sendable {
             guard let reply = try? await connection(for: address).send(RedisCommand("CLUSTER", "SLOTS"), timeout: .seconds(2)),
                   let ranges = reply.array, !ranges.isEmpty else { continue }
             var slots = [Address?](repeating: nil, count: RedisClusterSlot.count)
+            var replicas = [UInt8](repeating: 0, count: RedisClusterSlot.count)
             for range in ranges {
                 guard let fields = range.array, fields.count >= 3, let start = fields[0].int, let end = fields[1].int,
                       let master = fields[2].array, master.count >= 2, let port = master[1].int,
                       (0...end).contains(start), end < RedisClusterSlot.count else { continue }
                 let host = master[0].string.flatMap { $0.isEmpty ? nil : $0 } ?? address.host
-                for slot in start...end { slots[slot] = Address(host: host, port: port) }
+                for slot in start...end {
+                    slots[slot] = Address(host: host, port: port)
+                    replicas[slot] = UInt8(min(fields.count - 3, 255))
+                }
             }
             let masters = Set(slots.compactMap { $0 })
             let stale = state.withLock { state -> [RedisConnection] in
                 state.slots = slots
+                state.replicas = replicas
                 state.refreshes += 1
                 let gone = state.connections.keys.filter { !masters.contains($0) && !configuration.clusterSeeds.contains($0) }
                 return gone.compactMap { state.connections.removeValue(forKey: $0) }
