@@ -36,8 +36,7 @@ extension ClusterNode {
     }
 
     /// The message and local connections an envelope is for; `nil` when there
-    /// is nothing to write here (or a broadcast, which goes out through the
-    /// transport's broadcast queue at once).
+    /// is nothing to write here.
     private func resolve(_ envelope: Envelope) -> (WebSocketMessage, [WebSocket])? {
         let message = WebSocketMessage(kind: envelope.kind, data: envelope.payload)
         let fromHere = envelope.originNode == id && envelope.originEpoch == epoch
@@ -59,13 +58,10 @@ extension ClusterNode {
             targets = registry.sockets(room: room)
         case .all(let except):
             guard !fromHere else { return nil }
-            // Through the transport's per-loop broadcast queue: a burst of
-            // broadcasts from Redis shares one write and flush per connection.
-            statistics.add("routed")
-            let mine = Set(except.filter { $0.node == id && $0.epoch == epoch }.map { Int($0.fd) })
-            metrics.deliveredRouted.increment(by: max(server.connectionCount - mine.count, 0))
-            server.broadcast(message, except: mine)
-            return nil
+            // Through the same per-burst jobs as targeted messages, so a broadcast
+            // never overtakes (or falls behind) a message routed before it.
+            let mine = Set(except.filter { $0.node == id && $0.epoch == epoch }.map(\.fd))
+            targets = registry.allSockets(except: mine)
         }
         statistics.add("routed")
         metrics.deliveredRouted.increment(by: targets.count)

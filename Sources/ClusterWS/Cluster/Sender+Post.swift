@@ -11,7 +11,7 @@ import Synchronization
 /// the local connections and queues its Redis command on the node's
 /// connection at once, then returns: a connection's `for await` loop goes on
 /// to its next message while the previous ones are on their way, and
-/// back-to-back `postAll` calls share writes and flushes on every node.
+/// back-to-back `postAll` calls share flushes on every node.
 ///
 /// - Order: a caller's posts (and sends) leave in the order they were made.
 /// - Failures are not thrown: while Redis is unreachable the remote part is
@@ -74,13 +74,15 @@ extension ClusterNode {
         postRemote(target, message, channel: channel)
     }
 
-    /// Every local connection except `except` (other nodes' fds are ignored),
-    /// through the transport's per-loop broadcast queue: back-to-back calls
-    /// share one write and one flush per connection.
+    /// Every local connection except `except` (other nodes' fds are ignored).
+    /// Like every other local delivery (one job per event loop, in call order),
+    /// so a broadcast and a targeted message keep the order they were sent in;
+    /// back-to-back calls still share one flush per connection and loop tick.
     func broadcastLocally(_ message: WebSocketMessage, except: [DistributedFD]) {
-        let mine = Set(except.filter { $0.node == id && $0.epoch == epoch }.map { Int($0.fd) })
-        metrics.deliveredLocal.increment(by: max(server.connectionCount - mine.count, 0))
-        server.broadcast(message, except: mine)
+        let mine = Set(except.filter { $0.node == id && $0.epoch == epoch }.map(\.fd))
+        let targets = registry.allSockets(except: mine)
+        metrics.deliveredLocal.increment(by: targets.count)
+        FanOut.send(message, to: targets)
     }
 
     /// Queues the PUBLISH (pub/sub) or routing-script call (queue) without waiting for it.

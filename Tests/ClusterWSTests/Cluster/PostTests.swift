@@ -88,4 +88,25 @@ struct PostTests {
             #expect(cluster["a"].statistics.postFailed == 0)
         }
     }
+
+    /// Targeted posts and broadcasts interleaved from one caller arrive in
+    /// the order they were made, on the sending node and on the other one.
+    @Test func targetedAndBroadcastPostsKeepTheirOrder() async throws {
+        try await withCluster(["a", "b"]) { cluster in
+            let remote = try await ClusterClient.connect(cluster["b"], uid: "gina")
+            let local = try await ClusterClient.connect(cluster["a"], uid: "gina")
+            for index in 0..<200 {
+                if index % 2 == 0 {
+                    await cluster["a"].sender.post(uid: "gina", .text("u\(index)"))
+                } else {
+                    await cluster["a"].sender.postAll(.text("a\(index)"))
+                }
+            }
+            for device in [remote, local] {
+                for index in 0..<200 {
+                    #expect(try await device.next().text == (index % 2 == 0 ? "u" : "a") + "\(index)")
+                }
+            }
+        }
+    }
 }

@@ -124,9 +124,15 @@ package final class RedisShardedSubscriber: Sendable {
             do {
                 let subscriber = shard(owner)
                 try await subscriber.subscribe(channels)
-                // A new shard connection subscribes when it connects: wait for that,
-                // so a message published after this call is received.
-                try await subscriber.waitUntilConnected(after: 0, timeout: cluster.configuration.connectTimeout)
+                // A new shard connection subscribes when it connects: wait for that (so a
+                // message published after this call is received), but a slow shard does not
+                // fail the caller: the channel stays wanted and is subscribed when it connects.
+                do {
+                    try await subscriber.waitUntilConnected(after: 0, timeout: cluster.configuration.connectTimeout)
+                } catch {
+                    logger.warning("a shard is slow to connect; its channels are subscribed when it does",
+                                   metadata: ["shard": "\(owner)", "error": "\(error)"])
+                }
             } catch RedisError.reply(let message) where message.hasPrefix("MOVED") {
                 // The map was stale: the watcher re-reads it and places them again.
                 await shard(owner).forget(channels)
