@@ -3,15 +3,13 @@ import Logging
 
 extension ClusterNode {
     /// The router: every message on a subscribed channel → envelope → local
-    /// connections. It takes the subscriber's messages a burst at a time and
-    /// hands each event loop one job per burst. Garbage is logged, counted and
-    /// dropped; the loop goes on.
+    /// connections. It takes the subscriber's messages a burst at a time
+    /// (one wake-up per burst) and queues them on each event loop's ordered
+    /// queue (targeted and broadcast alike). Garbage is logged, counted and dropped; the loop goes on.
     func routeMessages() async {
         while true {
             let batch = await subscriber.messages.nextBatch()
             if batch.isEmpty { return }
-            var deliveries: [(WebSocketMessage, [WebSocket])] = []
-            deliveries.reserveCapacity(batch.count)
             for message in batch {
                 let envelope: Envelope
                 do {
@@ -23,16 +21,26 @@ extension ClusterNode {
                                    metadata: ["channel": "\(message.channel)", "error": "\(error)"])
                     continue
                 }
-                if let delivery = resolve(envelope) { deliveries.append(delivery) }
+                // Into each loop's ordered queue (the transport's): a burst of broadcasts
+                // merges into one buffer per socket, and nothing overtakes anything.
+                if case .all(let except) = envelope.target {
+                    guard envelope.originNode != id || envelope.originEpoch != epoch else { continue }
+                    let mine = Set(except.filter { $0.node == id && $0.epoch == epoch }.map { Int($0.fd) })
+                    statistics.add("routed")
+                    metrics.deliveredRouted.increment(by: max(server.connectionCount - mine.count, 0))
+                    server.broadcast(WebSocketMessage(kind: envelope.kind, data: envelope.payload), except: mine)
+                    continue
+                }
+                guard let (message, targets) = resolve(envelope) else { continue }
+                server.send(message, to: targets)
             }
-            FanOut.send(deliveries)
         }
     }
 
     /// Delivers one envelope (the queue driver's consumers).
     func route(_ envelope: Envelope) async {
         guard let (message, targets) = resolve(envelope) else { return }
-        FanOut.send(message, to: targets)
+        server.send(message, to: targets)
     }
 
     /// The message and local connections an envelope is for; `nil` when there

@@ -47,7 +47,7 @@ extension Sender {
             guard fd.epoch == node.epoch else { return }
             let local = node.registry.sockets(fds: [fd.fd])
             node.metrics.deliveredLocal.increment(by: local.count)
-            FanOut.send(message, to: local)
+            node.server.send(message, to: local)
             return
         }
         node.postRemote(.fds(epoch: fd.epoch, [fd.fd]), message, toNode: fd.node, channel: node.keys.nodeChannel(fd.node))
@@ -70,19 +70,18 @@ extension ClusterNode {
     /// Local delivery, then the remote part queued on the Redis connection.
     func post(_ target: Envelope.Target, _ message: WebSocketMessage, local: [WebSocket], channel: String) {
         metrics.deliveredLocal.increment(by: local.count)
-        FanOut.send(message, to: local)
+        server.send(message, to: local)
         postRemote(target, message, channel: channel)
     }
 
-    /// Every local connection except `except` (other nodes' fds are ignored).
-    /// Like every other local delivery (one job per event loop, in call order),
-    /// so a broadcast and a targeted message keep the order they were sent in;
-    /// back-to-back calls still share one flush per connection and loop tick.
+    /// Every local connection except `except` (other nodes' fds are ignored),
+    /// through the transport's per-loop queue, which targeted local deliveries
+    /// share: order holds between them, and back-to-back broadcasts merge into
+    /// one write and one flush per connection.
     func broadcastLocally(_ message: WebSocketMessage, except: [DistributedFD]) {
-        let mine = Set(except.filter { $0.node == id && $0.epoch == epoch }.map(\.fd))
-        let targets = registry.allSockets(except: mine)
-        metrics.deliveredLocal.increment(by: targets.count)
-        FanOut.send(message, to: targets)
+        let mine = Set(except.filter { $0.node == id && $0.epoch == epoch }.map { Int($0.fd) })
+        metrics.deliveredLocal.increment(by: max(server.connectionCount - mine.count, 0))
+        server.broadcast(message, except: mine)
     }
 
     /// Queues the PUBLISH (pub/sub) or routing-script call (queue) without waiting for it.

@@ -46,7 +46,7 @@ public struct Sender: Sendable {
         for uid in uids {
             let local = node.registry.sockets(user: uid)
             node.metrics.deliveredLocal.increment(by: local.count)
-            FanOut.send(message, to: local)
+            node.server.send(message, to: local)
             localCounts.append(local.isEmpty ? 0 : 1)
             commands.append(node.configuration.driver == .queue
                 ? node.enqueueCommand(.user(uid), message, script: .sha(sha))
@@ -73,7 +73,7 @@ public struct Sender: Sendable {
             guard fd.epoch == node.epoch else { return false }
             let local = node.registry.sockets(fds: [fd.fd])
             node.metrics.deliveredLocal.increment(by: local.count)
-            FanOut.send(message, to: local)
+            node.server.send(message, to: local)
             return !local.isEmpty
         }
         if node.configuration.driver == .queue {
@@ -126,7 +126,7 @@ extension ClusterNode {
     func publish(_ target: Envelope.Target, _ message: WebSocketMessage, local: [WebSocket], channel: String,
                  alwaysLocal: Bool = false) async throws -> Int {
         metrics.deliveredLocal.increment(by: local.count)
-        FanOut.send(message, to: local)
+        server.send(message, to: local)
         let reachedHere = (alwaysLocal || !local.isEmpty) ? 1 : 0
         if configuration.driver == .queue {
             if redisConfiguration.isCluster { return try await enqueueAcrossSlots(target, message) + reachedHere }

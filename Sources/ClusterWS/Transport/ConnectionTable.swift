@@ -9,9 +9,15 @@ final class ConnectionTable: Sendable {
     final class LoopShare: @unchecked Sendable {
         let eventLoop: any EventLoop
         var sockets: [Int: WebSocket] = [:]
-        /// Broadcasts queued since the last drain, and whether a drain is scheduled.
-        let outbox = Mutex<(messages: [(WebSocketMessage, except: Set<Int>)], written: [EventLoopPromise<Void>], scheduled: Bool)>(
-            ([], [], false))
+        /// What waits for this loop's next drain, in order: broadcasts (to every
+        /// connection but `except`) and targeted messages (to `targets`).
+        struct Entry {
+            var message: WebSocketMessage
+            var except: Set<Int>
+            var targets: [WebSocket]?
+        }
+        /// Entries queued since the last drain, and whether a drain is scheduled.
+        let outbox = Mutex<(messages: [Entry], written: [EventLoopPromise<Void>], scheduled: Bool)>(([], [], false))
         init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
     }
 

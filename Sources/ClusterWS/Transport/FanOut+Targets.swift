@@ -29,38 +29,4 @@ extension FanOut {
             socket.assumeIsolated { $0.write(frame) }
         }
     }
-
-    /// Sends each message to its sockets: one job per event loop for the
-    /// whole list, in list order; each socket flushes once after its writes.
-    static func send(_ deliveries: [(WebSocketMessage, [WebSocket])]) {
-        if deliveries.count == 1 { return send(deliveries[0].0, to: deliveries[0].1) }
-        guard !deliveries.isEmpty else { return }
-        var groups: [ObjectIdentifier: (loop: any EventLoop, items: [(WebSocketMessage, [WebSocket])])] = [:]
-        for (message, sockets) in deliveries {
-            var perLoop: [ObjectIdentifier: [WebSocket]] = [:]
-            for socket in sockets { perLoop[ObjectIdentifier(socket.eventLoop), default: []].append(socket) }
-            for (key, targets) in perLoop {
-                groups[key, default: (targets[0].eventLoop, [])].items.append((message, targets))
-            }
-        }
-        var local: [(WebSocketMessage, [WebSocket])]?
-        for (_, group) in groups {
-            if group.loop.inEventLoop {
-                local = group.items
-            } else {
-                let items = group.items
-                group.loop.execute { write(items) }
-            }
-        }
-        if let local { write(local) }
-    }
-
-    private static func write(_ items: [(WebSocketMessage, [WebSocket])]) {
-        for (message, sockets) in items {
-            let frame = encode([message])
-            for socket in sockets {
-                socket.assumeIsolated { $0.write(frame) }  // flushes are coalesced per socket and loop tick
-            }
-        }
-    }
 }

@@ -33,7 +33,7 @@ extension WebSocketServer {
             let promise = notify ? share.eventLoop.makePromise(of: Void.self) : nil
             if let promise { written.append(promise.futureResult) }
             let schedule = share.outbox.withLock { outbox -> Bool in
-                for message in messages { outbox.messages.append((message, except)) }
+                for message in messages { outbox.messages.append(.init(message: message, except: except, targets: nil)) }
                 if let promise { outbox.written.append(promise) }
                 defer { outbox.scheduled = true }
                 return !outbox.scheduled
@@ -41,6 +41,25 @@ extension WebSocketServer {
             if schedule { share.eventLoop.execute { Self.drain(share) } }
         }
         return written
+    }
+
+    /// Sends `message` to `sockets` through the same per-loop queue as
+    /// broadcasts, so a targeted message and a broadcast keep the order they
+    /// were sent in on every connection, and a burst shares one flush per
+    /// connection.
+    func send(_ message: WebSocketMessage, to sockets: [WebSocket]) {
+        guard !sockets.isEmpty else { return }
+        var perLoop: [ObjectIdentifier: [WebSocket]] = [:]
+        for socket in sockets { perLoop[ObjectIdentifier(socket.eventLoop), default: []].append(socket) }
+        for (_, targets) in perLoop {
+            let share = connections.share(of: targets[0].eventLoop)
+            let schedule = share.outbox.withLock { outbox -> Bool in
+                outbox.messages.append(.init(message: message, except: [], targets: targets))
+                defer { outbox.scheduled = true }
+                return !outbox.scheduled
+            }
+            if schedule { share.eventLoop.execute { Self.drain(share) } }
+        }
     }
 
     /// Sends one message to every open connection; see ``broadcast(_:except:)-([WebSocketMessage],_)``.
@@ -54,20 +73,36 @@ extension WebSocketServer {
             return (outbox.messages, outbox.written)
         }
         defer { for promise in written { promise.succeed() } }
-        guard !share.sockets.isEmpty, !queued.isEmpty else { return }
-        // Consecutive broadcasts with the same exclusions go out as one burst.
+        guard !queued.isEmpty else { return }
+        // In order; consecutive broadcasts with the same exclusions go out as one burst.
+        var touched: [ObjectIdentifier: WebSocket] = [:]
+        var broadcasted = false
         var start = 0
         while start < queued.count {
+            if let targets = queued[start].targets {
+                let frame = FanOut.encode([queued[start].message])
+                for socket in targets {
+                    socket.assumeIsolated { socket in _ = socket.writeWithoutFlush(frame) }
+                    touched[ObjectIdentifier(socket)] = socket
+                }
+                start += 1
+                continue
+            }
             var end = start + 1
-            while end < queued.count, queued[end].except == queued[start].except { end += 1 }
-            let burst = FanOut.encode(queued[start..<end].map(\.0))
+            while end < queued.count, queued[end].targets == nil, queued[end].except == queued[start].except { end += 1 }
+            broadcasted = true
+            let burst = FanOut.encode(queued[start..<end].map(\.message))
             let except = queued[start].except
             for (id, socket) in share.sockets where !except.contains(id) {
                 socket.assumeIsolated { socket in _ = socket.writeWithoutFlush(burst) }
             }
             start = end
         }
-        for socket in share.sockets.values {
+        // One flush per connection written to: every one after a broadcast, else just the targets.
+        if broadcasted {
+            for socket in share.sockets.values { socket.assumeIsolated { socket in socket.channel.flush() } }
+        }
+        for socket in touched.values where !broadcasted || share.sockets[socket.id] == nil {
             socket.assumeIsolated { socket in socket.channel.flush() }
         }
     }
