@@ -161,27 +161,16 @@ final class LatencyLog: Sendable {
     var count: Int { state.withLock { $0.values.count } }
 
     func done(within limit: Duration) async -> Bool {
-        await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                await withCheckedContinuation { continuation in
-                    let ready = self.state.withLock { state -> Bool in
-                        if state.values.count >= state.expected { return true }
-                        state.waiter = continuation
-                        return false
-                    }
-                    if ready { continuation.resume() }
-                }
-                return true
+        await waitUntilDone(within: limit, park: { continuation in
+            self.state.withLock { state -> Bool in
+                if state.values.count >= state.expected { return true }
+                state.waiter = continuation
+                return false
             }
-            group.addTask { try? await Task.sleep(for: limit); return false }
-            let first = await group.next() ?? false
-            if !first {
-                let waiter = state.withLock { state in defer { state.waiter = nil }; return state.waiter }
-                waiter?.resume()
-            }
-            group.cancelAll()
-            return first
-        }
+        }, unpark: {
+            let waiter = self.state.withLock { state in defer { state.waiter = nil }; return state.waiter }
+            waiter?.resume()
+        })
     }
 
     /// Waits until more than `count` values are recorded.

@@ -110,27 +110,16 @@ final class ProbeRecorder: Sendable {
 
     /// Waits until every expected probe arrived (`true`) or `limit` passed (`false`).
     func completed(within limit: Duration) async -> Bool {
-        await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                await withCheckedContinuation { continuation in
-                    let ready = self.state.withLock { state -> Bool in
-                        if state.complete { return true }
-                        state.waiter = continuation
-                        return false
-                    }
-                    if ready { continuation.resume() }
-                }
-                return true
+        await waitUntilDone(within: limit, park: { continuation in
+            self.state.withLock { state -> Bool in
+                if state.complete { return true }
+                state.waiter = continuation
+                return false
             }
-            group.addTask { try? await Task.sleep(for: limit); return false }
-            let first = await group.next() ?? false
-            if !first {
-                let waiter = state.withLock { state in defer { state.waiter = nil }; return state.waiter }
-                waiter?.resume()
-            }
-            group.cancelAll()
-            return first
-        }
+        }, unpark: {
+            let waiter = self.state.withLock { state in defer { state.waiter = nil }; return state.waiter }
+            waiter?.resume()
+        })
     }
 
     /// One line of `key=value` figures; latencies in microseconds.

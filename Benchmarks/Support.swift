@@ -103,3 +103,25 @@ func connectWebSocketClient(
     try await upgraded.futureResult.get()
     return channel
 }
+
+/// Waits until a condition its owner tracks holds, or `limit` passes.
+/// `park` is called once with a continuation: it returns `true` if the
+/// condition already holds, else stores the continuation for the owner to
+/// resume; on timeout `unpark` must resume a stored one. `true` when it held.
+func waitUntilDone(within limit: Duration,
+                   park: @escaping @Sendable (CheckedContinuation<Void, Never>) -> Bool,
+                   unpark: @escaping @Sendable () -> Void) async -> Bool {
+    await withTaskGroup(of: Bool.self) { group in
+        group.addTask {
+            await withCheckedContinuation { continuation in
+                if park(continuation) { continuation.resume() }
+            }
+            return true
+        }
+        group.addTask { try? await Task.sleep(for: limit); return false }
+        let first = await group.next() ?? false
+        if !first { unpark() }
+        group.cancelAll()
+        return first
+    }
+}

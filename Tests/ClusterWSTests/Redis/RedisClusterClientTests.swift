@@ -30,6 +30,23 @@ func direct(_ port: Int, _ command: RedisCommand) async throws -> RedisValue {
     return try await connection.send(command)
 }
 
+/// Starts moving `slot` from the master on `source` to the one on `target`
+/// (IMPORTING on the target, MIGRATING on the source); returns the target's node id.
+func startMigration(of slot: Int, from source: Int, to target: Int) async throws -> String {
+    let sourceID = try await direct(source, RedisCommand("CLUSTER", "MYID")).string ?? ""
+    let targetID = try await direct(target, RedisCommand("CLUSTER", "MYID")).string ?? ""
+    _ = try await direct(target, RedisCommand("CLUSTER", "SETSLOT", .integer(slot), "IMPORTING", .string(sourceID)))
+    _ = try await direct(source, RedisCommand("CLUSTER", "SETSLOT", .integer(slot), "MIGRATING", .string(targetID)))
+    return targetID
+}
+
+/// Gives `slot` to node `targetID`, told to every master.
+func assign(slot: Int, to targetID: String, in cluster: RedisClusterProcess) async throws {
+    for port in try await cluster.masterPorts() {
+        _ = try await direct(port, RedisCommand("CLUSTER", "SETSLOT", .integer(slot), "NODE", .string(targetID)))
+    }
+}
+
 @Suite("Redis Cluster client against a real 3+3 cluster", .serialized)
 struct RedisClusterClientTests {
     @Test func commandsGoToTheirSlotsMasterWithoutRedirects() async throws {
@@ -60,19 +77,14 @@ struct RedisClusterClientTests {
             _ = try await client.send(RedisCommand("SET", .string(key), "before"))
             let source = try #require(client.owner(ofSlot: slot))
             let target = try #require(try await cluster.masterPorts().first { $0 != source.port })
-            let sourceID = try await direct(source.port, RedisCommand("CLUSTER", "MYID")).string ?? ""
-            let targetID = try await direct(target, RedisCommand("CLUSTER", "MYID")).string ?? ""
-            _ = try await direct(target, RedisCommand("CLUSTER", "SETSLOT", .integer(slot), "IMPORTING", .string(sourceID)))
-            _ = try await direct(source.port, RedisCommand("CLUSTER", "SETSLOT", .integer(slot), "MIGRATING", .string(targetID)))
+            let targetID = try await startMigration(of: slot, from: source.port, to: target)
             // A key that is not on the source during the migration: the source answers ASK.
             _ = try await client.send(RedisCommand("SET", "{migrating}:b", "new"))
             #expect(try await direct(target, RedisCommand("ASKING")).string == "OK")
             #expect(try await client.send(RedisCommand("GET", "{migrating}:b")).string == "new")
             // Move the old key, then hand the slot over: the source answers MOVED.
             _ = try await direct(source.port, RedisCommand("MIGRATE", "127.0.0.1", .integer(target), "", 0, 5000, "KEYS", .string(key)))
-            for port in try await cluster.masterPorts() {
-                _ = try await direct(port, RedisCommand("CLUSTER", "SETSLOT", .integer(slot), "NODE", .string(targetID)))
-            }
+            try await assign(slot: slot, to: targetID, in: cluster)
             let before = client.slotMapRefreshes
             #expect(try await client.send(RedisCommand("GET", .string(key))).string == "before")
             #expect(client.owner(ofSlot: slot)?.port == target)

@@ -65,13 +65,8 @@ struct RedisShardedSubscriberTests {
             _ = try await publishUntilReceived(client, subscriber, channel: channel)
             let source = try #require(client.owner(ofSlot: slot))
             let target = try #require(try await cluster.masterPorts().first { $0 != source.port })
-            let sourceID = try await direct(source.port, RedisCommand("CLUSTER", "MYID")).string ?? ""
-            let targetID = try await direct(target, RedisCommand("CLUSTER", "MYID")).string ?? ""
-            _ = try await direct(target, RedisCommand("CLUSTER", "SETSLOT", .integer(slot), "IMPORTING", .string(sourceID)))
-            _ = try await direct(source.port, RedisCommand("CLUSTER", "SETSLOT", .integer(slot), "MIGRATING", .string(targetID)))
-            for port in try await cluster.masterPorts() {
-                _ = try await direct(port, RedisCommand("CLUSTER", "SETSLOT", .integer(slot), "NODE", .string(targetID)))
-            }
+            let targetID = try await startMigration(of: slot, from: source.port, to: target)
+            try await assign(slot: slot, to: targetID, in: cluster)
             let pause = try await publishUntilReceived(client, subscriber, channel: channel)
             print("slot move: messages flow again after \(pause)")
             #expect(subscriber.channelMoves >= 1)
