@@ -64,11 +64,7 @@ struct ClusterBenchmark: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .error
-            return handler
-        }
+        bootstrapQuietLogging()
         let selected = Set(scenarios.split(separator: ",").map(String.init))
         let redis = try await RedisEndpoint.fromEnvironment()
         defer { redis.embedded?.terminate() }

@@ -32,11 +32,7 @@ struct DriverBenchmark: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .error
-            return handler
-        }
+        bootstrapQuietLogging()
         var table = ResultTable(
             title: "Cross-node unicast, \(receivers) receivers on node b, sends from node a (\(messages) msgs loaded, \(senders) senders)",
             columns: ["driver", "guarantee", "loaded msgs/s", "loaded p50 ms", "loaded p99 ms", "light p50 ms", "light p99 ms", "received"])
@@ -216,8 +212,7 @@ enum LatencyClient {
         typealias InboundIn = ByteBuffer
         let log: LatencyLog
         let upgraded: EventLoopPromise<Void>
-        var pending = ByteBuffer()
-        var handshakeDone = false
+        var reader = ClientFrameReader()
 
         init(log: LatencyLog, upgraded: EventLoopPromise<Void>) {
             self.log = log
@@ -226,31 +221,14 @@ enum LatencyClient {
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             var incoming = unwrapInboundIn(data)
-            pending.writeBuffer(&incoming)
-            if !handshakeDone {
-                let view = pending.readableBytesView
-                guard let end = view.firstRange(of: [13, 10, 13, 10]) else { return }
-                pending.moveReaderIndex(forwardBy: view.distance(from: view.startIndex, to: end.upperBound))
-                handshakeDone = true
-                upgraded.succeed()
-            }
+            if reader.feed(&incoming) { upgraded.succeed() }
             let arrived = LatencyClient.now()
-            while pending.readableBytes >= 2 {
-                let start = pending.readerIndex
-                let first = pending.getInteger(at: start, as: UInt8.self)!
-                let short = Int(pending.getInteger(at: start + 1, as: UInt8.self)! & 0x7F)
-                let headerSize = short < 126 ? 2 : (short == 126 ? 4 : 10)
-                guard pending.readableBytes >= headerSize else { break }
-                let length = short < 126 ? short
-                    : short == 126 ? Int(pending.getInteger(at: start + 2, as: UInt16.self)!)
-                    : Int(pending.getInteger(at: start + 2, as: UInt64.self)!)
-                guard pending.readableBytes >= headerSize + length else { break }
-                if first & 0x0F == 2, length >= 8, let sent = pending.getInteger(at: start + headerSize, as: UInt64.self) {
+            while let frame = reader.next() {
+                if frame.opcode == 2, frame.length >= 8, let sent = reader.pending.getInteger(at: frame.body, as: UInt64.self) {
                     log.record(Double(arrived &- sent) / 1e6)
                 }
-                pending.moveReaderIndex(forwardBy: headerSize + length)
             }
-            pending.discardReadBytes()
+            reader.compact()
         }
 
         func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -61,8 +61,7 @@ final class ProbeClientHandler: ChannelDuplexHandler {
     private let upgraded: EventLoopPromise<Void>
     /// The uid this client is bound to; probes addressed to another uid count as misrouted.
     private let uid: [UInt8]
-    private var pending = ByteBuffer()
-    private var handshakeDone = false
+    private var reader = ClientFrameReader()
     private var sending: StartSending?
     private var sentHere = 0
 
@@ -74,27 +73,11 @@ final class ProbeClientHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
-        if pending.readableBytes == 0 { pending = incoming } else { pending.writeBuffer(&incoming) }
-        if !handshakeDone {
-            let view = pending.readableBytesView
-            guard let end = view.firstRange(of: [13, 10, 13, 10]) else { return }
-            pending.moveReaderIndex(forwardBy: view.distance(from: view.startIndex, to: end.upperBound))
-            handshakeDone = true
-            upgraded.succeed()
-        }
+        if reader.feed(&incoming) { upgraded.succeed() }
         let arrived = Probe.now()
         var probes: [(id: UInt64, latency: UInt64, addressedHere: Bool)] = []
-        while pending.readableBytes >= 2 {
-            let start = pending.readerIndex
-            let opcode = pending.getInteger(at: start, as: UInt8.self)! & 0x0F
-            let short = Int(pending.getInteger(at: start + 1, as: UInt8.self)! & 0x7F)
-            let headerSize = short < 126 ? 2 : (short == 126 ? 4 : 10)
-            guard pending.readableBytes >= headerSize else { break }
-            let length = short < 126 ? short
-                : short == 126 ? Int(pending.getInteger(at: start + 2, as: UInt16.self)!)
-                : Int(pending.getInteger(at: start + 2, as: UInt64.self)!)
-            guard pending.readableBytes >= headerSize + length else { break }
-            let body = start + headerSize
+        while let (opcode, body, length) = reader.next() {
+            let pending = reader.pending
             if opcode == 1 || opcode == 2, length >= Probe.headerSize,
                let stamp = pending.getInteger(at: body, as: UInt64.self),
                let id = pending.getInteger(at: body + 8, as: UInt64.self),
@@ -108,9 +91,8 @@ final class ProbeClientHandler: ChannelDuplexHandler {
                 pong.writeImmutableBuffer(pending.getSlice(at: body, length: length)!)
                 context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
             }
-            pending.moveReaderIndex(forwardBy: headerSize + length)
         }
-        if pending.readableBytes == 0 { pending.clear() } else { pending.discardReadBytes() }
+        reader.compact()
         recorder.record(probes)
     }
 

@@ -1,3 +1,4 @@
+import Logging
 import Foundation
 import NIOCore
 import NIOPosix
@@ -123,5 +124,59 @@ func waitUntilDone(within limit: Duration,
         if !first { unpark() }
         group.cancelAll()
         return first
+    }
+}
+
+/// Logs errors only, on standard error (tables stay alone on standard output).
+func bootstrapQuietLogging() {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = .error
+        return handler
+    }
+}
+
+/// What a benchmark client has read: the 101 response is skipped, then whole
+/// server frames are handed out one at a time (payloads stay in the buffer).
+struct ClientFrameReader {
+    private(set) var pending = ByteBuffer()
+    private var handshakeDone = false
+    /// The frame handed out last, consumed at the next call (its payload stays readable till then).
+    private var skip = 0
+
+    /// Adds bytes; `true` exactly once, when the 101 response has been passed.
+    mutating func feed(_ incoming: inout ByteBuffer) -> Bool {
+        if pending.readableBytes == 0 { pending = incoming } else { pending.writeBuffer(&incoming) }
+        guard !handshakeDone else { return false }
+        let view = pending.readableBytesView
+        guard let end = view.firstRange(of: [13, 10, 13, 10]) else { return false }
+        pending.moveReaderIndex(forwardBy: view.distance(from: view.startIndex, to: end.upperBound))
+        handshakeDone = true
+        return true
+    }
+
+    /// The next whole frame: its opcode, where its payload starts in ``pending`` and its length.
+    mutating func next() -> (opcode: UInt8, body: Int, length: Int)? {
+        pending.moveReaderIndex(forwardBy: skip)
+        skip = 0
+        guard handshakeDone, pending.readableBytes >= 2 else { return nil }
+        let start = pending.readerIndex
+        let opcode = pending.getInteger(at: start, as: UInt8.self)! & 0x0F
+        let short = Int(pending.getInteger(at: start + 1, as: UInt8.self)! & 0x7F)
+        let headerSize = short < 126 ? 2 : (short == 126 ? 4 : 10)
+        guard pending.readableBytes >= headerSize else { return nil }
+        let length = short < 126 ? short
+            : short == 126 ? Int(pending.getInteger(at: start + 2, as: UInt16.self)!)
+            : Int(pending.getInteger(at: start + 2, as: UInt64.self)!)
+        guard pending.readableBytes >= headerSize + length else { return nil }
+        skip = headerSize + length
+        return (opcode, start + headerSize, length)
+    }
+
+    /// Drops what has been read.
+    mutating func compact() {
+        pending.moveReaderIndex(forwardBy: skip)
+        skip = 0
+        if pending.readableBytes == 0 { pending.clear() } else { pending.discardReadBytes() }
     }
 }
