@@ -4,7 +4,7 @@
 #                 (Swift tests, then the demo in a real headless browser)
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: setup demo demo-cluster test unit e2e bench
+.PHONY: setup demo demo-cluster test unit e2e bench fuzz fuzz-ci
 
 setup:
 	@bash scripts/setup.sh
@@ -16,16 +16,43 @@ demo: setup
 demo-cluster: setup
 	swift run Demo --redis-cluster $(ARGS)
 
-# The whole suite: unit and integration tests, then the browser test.
-test: unit e2e
+# The whole suite: unit and integration tests, a short fuzzing pass, then the browser test.
+test: unit fuzz-ci e2e
 
-# Two runs: the Redis Cluster suites (six redis-servers per cluster, masters
-# killed on purpose) apart from the timing-sensitive rest, so neither slows the other.
+# Three runs: the Redis Cluster suites (six redis-servers per cluster, masters
+# killed on purpose) apart from the timing-sensitive rest, so neither slows the
+# other; and the hostile-client suite alone, so its RSS budgets measure only it.
 CLUSTER_SUITES = RedisClusterClientTests|RedisShardedSubscriberTests|RedisClusterFailoverTests|RoutingTests
+ALONE_SUITES = HostileClientTests
 
 unit: setup
-	swift test --skip '$(CLUSTER_SUITES)' $(ARGS)
+	swift test --skip '$(CLUSTER_SUITES)|$(ALONE_SUITES)' $(ARGS)
 	swift test --skip-build --filter '$(CLUSTER_SUITES)' $(ARGS)
+	swift test --skip-build --filter '$(ALONE_SUITES)' $(ARGS)
+
+# libFuzzer over every decoder of untrusted input (envelope, handshake, frames,
+# RESP, DistributedFD), FUZZ_SECONDS each, from the committed seed corpus (a
+# working copy grows in .build-fuzz/corpus). A finding stops the run and leaves
+# its input in Fuzz/findings/: add it to Fuzz/Regressions/<target>/ with the fix.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = envelope handshake frames resp fd
+
+fuzz: setup
+	swift build --product clusterws-fuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer -Xcc -DCLUSTERWS_LIBFUZZER
+	@mkdir -p Fuzz/findings
+	@set -e; for target in $(FUZZ_TARGETS); do \
+	  mkdir -p .build-fuzz/corpus/$$target; \
+	  echo "fuzz: $$target for $(FUZZ_SECONDS) s"; \
+	  CLUSTERWS_FUZZ_TARGET=$$target .build-fuzz/debug/clusterws-fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
+	    -print_final_stats=1 -artifact_prefix=Fuzz/findings/$$target- \
+	    .build-fuzz/corpus/$$target Fuzz/Corpus/$$target Fuzz/Regressions/$$target 2>&1 \
+	    | grep -E '^(Done|stat::number_of_executed_units|==|.*FINDING|.*Fatal|.*crash)' || true; \
+	  test -z "$$(ls Fuzz/findings/$$target-* 2>/dev/null)" || { echo "fuzz: $$target found a problem:"; ls Fuzz/findings/$$target-*; exit 1; }; \
+	done
+
+# The short pass CI runs (make test).
+fuzz-ci:
+	$(MAKE) fuzz FUZZ_SECONDS=15
 
 e2e: setup
 	@bash scripts/setup-e2e.sh

@@ -83,6 +83,21 @@ let package = Package(
             dependencies: [],
             swiftSettings: swiftSettings
         ),
+        // Fuzz targets for every decoder of untrusted input (see Fuzz/README.md), and the
+        // executable that runs them: libFuzzer's when built with -sanitize=fuzzer (make fuzz),
+        // else a replayer of corpus files. The test suite replays the committed corpus.
+        .target(
+            name: "ClusterWSFuzzTargets",
+            dependencies: [
+                "ClusterWS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(name: "clusterws-fuzz", dependencies: ["ClusterWSFuzzTargets"]),
         .executableTarget(
             name: "Demo",
             dependencies: [
@@ -126,6 +141,7 @@ let package = Package(
                 "ClusterWS",
                 "ClusterWSHummingbird",
                 "ClusterWSJWT",
+                "ClusterWSFuzzTargets",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "Hummingbird", package: "hummingbird"),

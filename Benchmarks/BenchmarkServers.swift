@@ -105,7 +105,7 @@ struct BenchmarkServer: AsyncParsableCommand {
                     guard let uid = Probe.target(of: message.data) else { continue }
                     switch relay {
                     case .send: _ = try? await node.sender.send(uid: uid, message)
-                    case .post: await node.sender.post(uid: uid, message)
+                    case .post: try? await node.sender.post(uid: uid, message)
                     }
                 }
             }
@@ -118,7 +118,7 @@ struct BenchmarkServer: AsyncParsableCommand {
             // "broadcast": postAll back to back; "paced": sendAll, each awaited (its PUBLISH answered).
             // Until the cleanup of closed connections has caught up, they still count.
             let sendAll: @Sendable (ByteBuffer) async -> Void = { payload in _ = try? await node.sender.sendAll(.binary(payload)) }
-            let postAll: @Sendable (ByteBuffer) async -> Void = { payload in await node.sender.postAll(.binary(payload)) }
+            let postAll: @Sendable (ByteBuffer) async -> Void = { payload in try? await node.sender.postAll(.binary(payload)) }
             await serveCommands(count: { max(node.connectionCount, node.registry.count) },
                                 broadcast: postAll, paced: sendAll,
                                 bound: { uid in (try? await node.relations.isOnline(uid: uid)) ?? false })

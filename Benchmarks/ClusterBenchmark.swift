@@ -143,7 +143,7 @@ struct ClusterBenchmark: AsyncParsableCommand {
     private func measureBaseline(redisURL: String) async throws -> (ResultTable, [Int: Double]) {
         let configuration = try RedisConfiguration(url: redisURL)
         let subscriber = RedisSubscriber(configuration: configuration, eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
-                                         bufferLimit: 1 << 22)
+                                         buffer: .init(messages: 1 << 22, bytes: 1 << 30))
         let received = TargetCounter()
         var table = ResultTable(
             title: "Baseline: redis-benchmark PUBLISH (\(baselineMessages) × \(payloadSize) B, 50 clients), one subscriber receiving all",

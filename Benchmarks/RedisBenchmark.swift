@@ -42,7 +42,7 @@ struct RedisBenchmark: AsyncParsableCommand {
         let configuration = try RedisConfiguration(url: endpoint.url)
         let loops = MultiThreadedEventLoopGroup.singleton
         let publisher = RedisConnection(configuration: configuration, eventLoop: loops.next())
-        let subscriber = RedisSubscriber(configuration: configuration, eventLoop: loops.next(), bufferLimit: 1 << 22)
+        let subscriber = RedisSubscriber(configuration: configuration, eventLoop: loops.next(), buffer: .init(messages: 1 << 22, bytes: 1 << 30))
         let received = TargetCounter()
         let payload = String(repeating: "x", count: payloadSize)
         let channel = "bench:publish"

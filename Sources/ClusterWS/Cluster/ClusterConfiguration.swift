@@ -47,6 +47,45 @@ public struct ClusterConfiguration: Sendable {
     /// Where the node's metrics go; `nil` uses the process-wide
     /// `MetricsSystem` (bootstrap swift-prometheus, for example).
     public var metricsFactory: (any MetricsFactory)?
+    /// Byte and count budgets of the cluster layer: what one application
+    /// call, one connection or one Redis peer can make the node hold.
+    public var limits: Limits
+
+    /// Budgets of the cluster layer. Each has a default that suits a
+    /// production node; each refusal is a typed error, each drop is counted
+    /// in `clusterws_drops_total`.
+    public struct Limits: Sendable {
+        /// Longest uid or room name, in UTF-8 bytes. Longer names are refused
+        /// with ``NameError`` (as are empty ones and control characters).
+        public var maxNameBytes: Int
+        /// Most targets one call may name: uids of `sendMulti`, connections in
+        /// an `except:` list. More is refused with ``ClusterError/tooManyTargets(count:limit:)``.
+        public var maxTargetsPerCall: Int
+        /// Rooms one connection may be in; `join` past it throws
+        /// ``ClusterError/tooManyRooms(limit:)`` (each room is a subscription and keys in Redis).
+        public var maxRoomsPerConnection: Int
+        /// Messages from Redis waiting for the router, at most this many…
+        public var subscriberBufferMessages: Int
+        /// …and at most this many payload bytes; past either, newer ones are
+        /// dropped and counted (`reason="subscriber_overflow"`).
+        public var subscriberBufferBytes: Int
+        /// Largest reply a Redis connection accepts while it is being parsed;
+        /// a peer that sends more (a bogus length prefix) gets its connection
+        /// closed and re-opened.
+        public var maxRedisReplyBytes: Int
+
+        /// Creates limits; the defaults suit a production node.
+        public init(maxNameBytes: Int = 256, maxTargetsPerCall: Int = 1_000, maxRoomsPerConnection: Int = 256,
+                    subscriberBufferMessages: Int = 100_000, subscriberBufferBytes: Int = 128 << 20,
+                    maxRedisReplyBytes: Int = 256 << 20) {
+            self.maxNameBytes = maxNameBytes
+            self.maxTargetsPerCall = maxTargetsPerCall
+            self.maxRoomsPerConnection = maxRoomsPerConnection
+            self.subscriberBufferMessages = subscriberBufferMessages
+            self.subscriberBufferBytes = subscriberBufferBytes
+            self.maxRedisReplyBytes = maxRedisReplyBytes
+        }
+    }
 
     /// The delivery driver.
     public enum Driver: String, Sendable, CaseIterable {
@@ -126,6 +165,35 @@ public struct ClusterConfiguration: Sendable {
         self.livenessWindow = .seconds(6)
         self.redis = redisURL
         self.webSocket = webSocket
+        self.limits = Limits()
+    }
+}
+
+extension ClusterConfiguration {
+    /// Checks the values a node cannot work with; throws ``ClusterError/invalidConfiguration(_:)``.
+    func validate() throws(ClusterError) {
+        func require(_ condition: Bool, _ why: String) throws(ClusterError) {
+            if !condition { throw .invalidConfiguration(why) }
+        }
+        try require(ttl >= .seconds(1), "ttl must be at least 1 s")
+        try require(heartbeatInterval > .zero, "heartbeatInterval must be positive")
+        try require(livenessWindow > heartbeatInterval, "livenessWindow must be longer than heartbeatInterval")
+        try require(maxConnectionsPerUser >= 1, "maxConnectionsPerUser must be at least 1")
+        try require(queue.maxLength >= 1, "queue.maxLength must be at least 1")
+        try require(queue.replicaAcks >= 0, "queue.replicaAcks must not be negative")
+        try require(limits.maxNameBytes >= 1 && limits.maxNameBytes <= 4_096, "limits.maxNameBytes must be in 1...4096")
+        try require(limits.maxTargetsPerCall >= 1, "limits.maxTargetsPerCall must be at least 1")
+        try require(limits.maxRoomsPerConnection >= 1, "limits.maxRoomsPerConnection must be at least 1")
+        try require(limits.subscriberBufferMessages >= 1 && limits.subscriberBufferBytes >= 1,
+                    "the subscriber buffer limits must be positive")
+        try require(limits.maxRedisReplyBytes >= 1_024, "limits.maxRedisReplyBytes must be at least 1 KiB")
+    }
+}
+
+extension ClusterConfiguration.Limits {
+    /// The router buffer's budget.
+    var subscriberBuffer: PubSubBuffer.Limits {
+        PubSubBuffer.Limits(messages: subscriberBufferMessages, bytes: subscriberBufferBytes)
     }
 }
 

@@ -10,7 +10,8 @@ package import CoreMetrics
 /// | `clusterws_messages_in_total` | counter | kind (text, binary) — counted by the transport |
 /// | `clusterws_messages_out_total` | counter | node, target (user, users, room, fd, all) |
 /// | `clusterws_deliveries_total` | counter | node, path (local, routed) |
-/// | `clusterws_drops_total` | counter | node, reason (garbage, stale, slow_consumer, post_failed); rate_limit by the transport |
+/// | `clusterws_drops_total` | counter | node, reason (see ``DropReason``; counted by ``NodeCounters``) |
+/// | `clusterws_limit_hits_total` | counter | node, limit (see ``LimitKind``; counted by ``NodeCounters``) |
 /// | `clusterws_redis_command_duration_seconds` | timer | node |
 /// | `clusterws_redis_reconnects_total` | counter | node |
 struct ClusterMetrics: Sendable {
@@ -18,7 +19,6 @@ struct ClusterMetrics: Sendable {
     let messagesOut: [String: Counter]
     let deliveredLocal: Counter
     let deliveredRouted: Counter
-    let drops: [String: Counter]
     let redisCommand: Timer
     let redisReconnects: Counter
 
@@ -30,9 +30,6 @@ struct ClusterMetrics: Sendable {
         })
         deliveredLocal = Counter(label: "clusterws_deliveries_total", dimensions: base + [("path", "local")], factory: factory)
         deliveredRouted = Counter(label: "clusterws_deliveries_total", dimensions: base + [("path", "routed")], factory: factory)
-        drops = Dictionary(uniqueKeysWithValues: ["garbage", "stale", "slow_consumer", "rate_limit", "post_failed"].map {
-            ($0, Counter(label: "clusterws_drops_total", dimensions: base + [("reason", $0)], factory: factory))
-        })
         redisCommand = Timer(label: "clusterws_redis_command_duration_seconds", dimensions: base, factory: factory)
         redisReconnects = Counter(label: "clusterws_redis_reconnects_total", dimensions: base, factory: factory)
     }

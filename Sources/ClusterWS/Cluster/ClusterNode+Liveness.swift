@@ -5,8 +5,7 @@ extension ClusterNode {
     /// Announces this node: its epoch under the heartbeat key (expiring after
     /// the liveness window) and its id in the set of nodes.
     func heartbeat() async throws {
-        let window = Int(configuration.livenessWindow.components.seconds * 1000
-            + configuration.livenessWindow.components.attoseconds / 1_000_000_000_000_000)
+        let window = configuration.livenessWindow.milliseconds
         let replies = try await redis.send(batch: [
             RedisCommand("SET", .string(keys.alive(id)), .string(String(epoch, radix: 16)), "PX", .integer(window), "GET"),
             RedisCommand("SADD", .string(keys.nodes), .string(id)),
@@ -26,7 +25,7 @@ extension ClusterNode {
 
     /// Writes every local binding and room membership to Redis again.
     func reregister() async throws {
-        let ttl = RedisArgument.integer(Int(configuration.ttl.components.seconds))
+        let ttl = RedisArgument.integer(configuration.ttl.wholeSeconds)
         var commands: [RedisCommand] = []
         for (fd, uid) in registry.bindings() {
             let address = distributedFD(local: Int(fd))
@@ -71,7 +70,7 @@ extension ClusterNode {
 
     /// Renews the TTL of every relation of this node, in one pipelined batch.
     func refreshRelations() async throws {
-        let ttl = RedisArgument.integer(Int(configuration.ttl.components.seconds))
+        let ttl = RedisArgument.integer(configuration.ttl.wholeSeconds)
         var commands: [RedisCommand] = []
         for (fd, uid) in registry.bindings() {
             commands.append(RedisCommand("EXPIRE", .string(keys.user(uid)), ttl))

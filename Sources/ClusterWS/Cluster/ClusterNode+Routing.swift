@@ -15,18 +15,17 @@ extension ClusterNode {
                 do {
                     envelope = try Envelope(decoding: message.payload)
                 } catch {
-                    statistics.add("garbage")
-                    metrics.drops["garbage"]?.increment()
-                    logger.warning("dropped a message that is not an envelope",
-                                   metadata: ["channel": "\(message.channel)", "error": "\(error)"])
+                    counters.drop(.garbage)
+                    counters.logLimiter.log(logger, .warning, "dropped a message that is not an envelope", key: "garbage",
+                                            metadata: ["channel": "\(message.channel)", "error": "\(error)"])
                     continue
                 }
                 // Into each loop's ordered queue (the transport's): a burst of broadcasts
                 // merges into one buffer per socket, and nothing overtakes anything.
                 if case .all(let except) = envelope.target {
                     guard envelope.originNode != id || envelope.originEpoch != epoch else { continue }
-                    let mine = Set(except.filter { $0.node == id && $0.epoch == epoch }.map { Int($0.fd) })
-                    statistics.add("routed")
+                    let mine = localIDs(in: except)
+                    statistics.countRouted()
                     metrics.deliveredRouted.increment(by: max(server.connectionCount - mine.count, 0))
                     server.broadcast(WebSocketMessage(kind: envelope.kind, data: envelope.payload), except: mine)
                     continue
@@ -52,8 +51,7 @@ extension ClusterNode {
         switch envelope.target {
         case .fds(let targetEpoch, let fds):
             guard targetEpoch == epoch else {
-                statistics.add("stale")
-                metrics.drops["stale"]?.increment()
+                counters.drop(.stale)
                 logger.debug("dropped a message for a connection of an earlier run")
                 return nil
             }
@@ -64,6 +62,9 @@ extension ClusterNode {
         case .room(let room):
             guard !fromHere else { return nil }
             targets = registry.sockets(room: room)
+        case .users(let uids):
+            guard !fromHere else { return nil }
+            targets = registry.sockets(users: uids)
         case .all(let except):
             guard !fromHere else { return nil }
             // Through the same per-burst jobs as targeted messages, so a broadcast
@@ -71,7 +72,7 @@ extension ClusterNode {
             let mine = Set(except.filter { $0.node == id && $0.epoch == epoch }.map(\.fd))
             targets = registry.allSockets(except: mine)
         }
-        statistics.add("routed")
+        statistics.countRouted()
         metrics.deliveredRouted.increment(by: targets.count)
         return targets.isEmpty ? nil : (message, targets)
     }

@@ -35,7 +35,7 @@ public final class ClusterNode: Service, Sendable {
     /// Who is connected where.
     public var relations: Relations { Relations(node: self) }
     /// Counters of what the router did.
-    public let statistics = ClusterStatistics()
+    public let statistics: ClusterStatistics
     /// Clients this node closed with 1008 because they read too slowly.
     public var slowConsumerCloses: Int { server.slowConsumerCloses }
     /// Open connections on this node.
@@ -43,6 +43,8 @@ public final class ClusterNode: Service, Sendable {
 
     let keys: ClusterKeys
     let metrics: ClusterMetrics
+    /// Drops and limit hits of this node (transport and cluster), with its `node` dimension.
+    package let counters: NodeCounters
     /// Commands: one Redis server, or a Redis Cluster (`redis+cluster://`).
     package let redis: any RedisCommands
     /// Pub/sub: classic channels on one server, sharded channels on a cluster.
@@ -59,8 +61,6 @@ public final class ClusterNode: Service, Sendable {
     let announced = Atomic<Bool>(false)
     /// The last queue post on a Redis Cluster (posts there run in a chain, in call order).
     let postChain = Mutex<Task<Void, Never>?>(nil)
-    /// SHA1 of the queue driver's routing script, once loaded.
-    let queueSHA = Mutex<String?>(nil)
     /// Set by ``abandon()``: stop without removing anything from Redis, as a crash would.
     let abandoned = Atomic<Bool>(false)
     /// Connections closed and not yet cleaned up; the stream wakes the cleanup
@@ -71,48 +71,64 @@ public final class ClusterNode: Service, Sendable {
     private let closedContinuation: AsyncStream<Void>.Continuation
 
     /// Creates a node; nothing connects or listens until ``run()``.
-    /// - Throws: ``ClusterError/invalidConfiguration(_:)`` for a bad server id
-    ///   or Redis URL.
+    /// - Throws: ``ClusterError/invalidName(_:)`` for a bad server id or
+    ///   namespace, ``ClusterError/invalidConfiguration(_:)`` for a bad Redis
+    ///   URL or timing.
     public init(configuration: ClusterConfiguration, logger: Logger = Logger(label: "clusterws")) throws {
-        guard !configuration.serverID.isEmpty, !configuration.serverID.contains("#") else {
-            throw ClusterError.invalidConfiguration("server id must be non-empty and must not contain '#'")
-        }
-        let redisConfiguration: RedisConfiguration
+        try Names.check(configuration.serverID, .serverID, maxBytes: Names.maxIdentifierBytes)
+        try Names.check(configuration.namespace, .namespace, maxBytes: Names.maxIdentifierBytes)
+        try configuration.validate()
+        var redisConfiguration: RedisConfiguration
         do {
             redisConfiguration = try RedisConfiguration(url: configuration.redis.url)
         } catch {
             throw ClusterError.invalidConfiguration("\(error)")
         }
+        redisConfiguration.maxReplyBytes = configuration.limits.maxRedisReplyBytes
         var logger = logger
         logger[metadataKey: "node"] = "\(configuration.serverID)"
         self.configuration = configuration
         self.logger = logger
         self.epoch = UInt64.random(in: 1 ... .max)
         self.keys = ClusterKeys(configuration)
-        let metrics = ClusterMetrics(node: configuration.serverID,
-                                     factory: configuration.metricsFactory ?? MetricsSystem.factory)
+        let factory = configuration.metricsFactory ?? MetricsSystem.factory
+        let metrics = ClusterMetrics(node: configuration.serverID, factory: factory)
         self.metrics = metrics
+        let counters = NodeCounters(dimensions: [("node", configuration.serverID)], factory: factory)
+        self.counters = counters
+        self.statistics = ClusterStatistics(counters: counters)
+        redisConfiguration.hooks.replyTooLarge = { counters.hit(.redisReply) }
+        let onOverflow: @Sendable (Int) -> Void = { counters.drop(.subscriberOverflow, count: $0) }
         self.redisConfiguration = redisConfiguration
         let loops = MultiThreadedEventLoopGroup.singleton
         if redisConfiguration.isCluster {
             let cluster = RedisClusterClient(configuration: redisConfiguration, logger: logger)
             self.redis = cluster
             let allChannel = keys.allChannel
-            self.subscriber = ClusterPubSub(RedisShardedSubscriber(cluster: cluster, logger: logger),
+            self.subscriber = ClusterPubSub(RedisShardedSubscriber(cluster: cluster, buffer: configuration.limits.subscriberBuffer,
+                                                                   onOverflow: onOverflow, logger: logger),
                                             isClassic: { $0 == allChannel })
         } else {
-            // The queue driver's routing script is loaded on every (re)connect, so posts by
-            // SHA find it even right after a Redis restart and keep their order.
+            // The routing scripts are loaded on every (re)connect, so calls by SHA find them
+            // even right after a Redis restart (and posts keep their order).
             self.redis = RedisConnection(configuration: redisConfiguration, eventLoop: loops.next(), logger: logger,
                                          commandDuration: metrics.redisCommand, reconnects: metrics.redisReconnects,
-                                         setupCommands: configuration.driver == .queue
-                                             ? [RedisCommand("SCRIPT", "LOAD", .string(QueueScript.source))] : [])
-            self.subscriber = RedisSubscriber(configuration: redisConfiguration, eventLoop: loops.next(), logger: logger,
-                                              reconnects: metrics.redisReconnects)
+                                         setupCommands: Self.scripts(for: configuration.driver).map {
+                                             RedisCommand("SCRIPT", "LOAD", .string($0.source))
+                                         })
+            self.subscriber = RedisSubscriber(configuration: redisConfiguration, eventLoop: loops.next(),
+                                              buffer: configuration.limits.subscriberBuffer, onOverflow: onOverflow,
+                                              logger: logger, reconnects: metrics.redisReconnects)
         }
         self.registry = LocalRegistry(subscriber: subscriber, keys: keys)
-        self.server = WebSocketServer(configuration: configuration.webSocket, logger: logger)
+        self.server = WebSocketServer(configuration: configuration.webSocket, eventLoopGroup: loops, logger: logger,
+                                      counters: counters)
         (closed, closedContinuation) = AsyncStream.makeStream()
+    }
+
+    /// The Lua scripts a node runs on one Redis server, for `driver`.
+    static func scripts(for driver: ClusterConfiguration.Driver) -> [LuaScript] {
+        driver == .queue ? [QueueScript.script, MultiUserScript.script] : [MultiUserScript.script]
     }
 
     /// Registers a WebSocket endpoint.
@@ -134,13 +150,18 @@ public final class ClusterNode: Service, Sendable {
         let metrics = self.metrics
         server.addRoute(path) { request in
             guard let uid = try await authenticate(request) else { return .accept() }
+            do {
+                try self.check(uid: uid)
+            } catch {
+                return .badRequest("\(error)")
+            }
             if try await self.relations.findUserFDs(uid: uid).count >= limit {
+                self.counters.hit(.connectionsPerUser)
                 return .tooManyRequests("user \(uid) already has \(limit) connections")
             }
             return .accept(attributes: ["uid": uid])
-        } onClose: { socket, code in
+        } onClose: { socket, _ in
             metrics.connections.decrement()
-            if code == .policyViolation { metrics.drops["slow_consumer"]?.increment() }
             self.noteClosed(UInt64(socket.id))
         } onOpen: { socket in
             // Registration runs in its own function, so its locals are gone while the
@@ -317,20 +338,28 @@ public struct ClusterSocket: Sendable {
     public var messages: WebSocketMessages { socket.messages }
 }
 
-/// What the router has done since the node started.
+/// What the router has done since the node started. It reads the node's
+/// drop counters (the ones its metrics report).
 public final class ClusterStatistics: Sendable {
-    private let counters = Mutex<[String: Int]>([:])
+    private let counters: NodeCounters
+    private let routedEnvelopes = Atomic<Int>(0)
 
-    func add(_ name: String, _ amount: Int = 1) { counters.withLock { $0[name, default: 0] += amount } }
+    init(counters: NodeCounters) {
+        self.counters = counters
+    }
+
+    func countRouted() { routedEnvelopes.add(1, ordering: .relaxed) }
 
     /// Messages on the cluster's channels that were not valid envelopes, dropped.
-    public var garbageDropped: Int { counters.withLock { $0["garbage", default: 0] } }
+    public var garbageDropped: Int { counters.dropped(.garbage) }
     /// Messages for connections of an earlier epoch of this node, dropped.
-    public var staleDropped: Int { counters.withLock { $0["stale", default: 0] } }
+    public var staleDropped: Int { counters.dropped(.stale) }
     /// Envelopes routed from Redis to local connections.
-    public var routed: Int { counters.withLock { $0["routed", default: 0] } }
+    public var routed: Int { routedEnvelopes.load(ordering: .relaxed) }
     /// Posted messages whose Redis part failed (see ``Sender/post(uid:_:)-(String,WebSocketMessage)``).
-    public var postFailed: Int { counters.withLock { $0["post_failed", default: 0] } }
+    public var postFailed: Int { counters.dropped(.postFailed) }
+    /// Messages from Redis dropped because the router's buffer was full.
+    public var subscriberOverflows: Int { counters.dropped(.subscriberOverflow) }
 }
 
 /// What ``ClusterNode/health()`` reports.

@@ -25,8 +25,13 @@ public struct DistributedFD: Hashable, Sendable, Codable, LosslessStringConverti
 
     /// The string form, `node#epoch#fd` (epoch as 16 lowercase hex digits).
     public var description: String {
+        "\(node)#\(Self.hex(epoch: epoch))#\(fd)"
+    }
+
+    /// An epoch as 16 lowercase hex digits, as in the string form and in Redis.
+    static func hex(epoch: UInt64) -> String {
         let hex = String(epoch, radix: 16)
-        return "\(node)#\(String(repeating: "0", count: 16 - hex.count))\(hex)#\(fd)"
+        return String(repeating: "0", count: 16 - hex.count) + hex
     }
 
     /// Parses the string form; `nil` for anything malformed.

@@ -10,7 +10,11 @@ package import NIOCore
 /// kind 2 user:  uid (u16 len + bytes)
 /// kind 3 room:  room (u16 len + bytes)
 /// kind 4 all:   except count u32, count × (node u16 len + bytes, epoch u64, fd u64)
+/// kind 5 users: count u32, count × uid (u16 len + bytes)
 /// ```
+///
+/// Encoding never traps: a name longer than 65,535 bytes or a list longer
+/// than 2³²−1 is an ``EnvelopeError`` (the API's own limits are far below).
 package struct Envelope: Sendable, Equatable {
     package enum Target: Sendable, Equatable {
         /// These connections on the receiving node, if its epoch is `epoch`.
@@ -21,6 +25,9 @@ package struct Envelope: Sendable, Equatable {
         case room(String)
         /// Every connection, except these.
         case all(except: [DistributedFD])
+        /// Every local connection of any of these users (one message for many
+        /// users: the payload travels once per node, not once per user).
+        case users([String])
     }
 
     package var target: Target
@@ -40,7 +47,7 @@ package struct Envelope: Sendable, Equatable {
         self.payload = payload
     }
 
-    package func encoded() -> ByteBuffer {
+    package func encoded() throws(EnvelopeError) -> ByteBuffer {
         var buffer = ByteBuffer()
         buffer.reserveCapacity(32 + originNode.utf8.count + payload.readableBytes)
         buffer.writeInteger(Self.magic.0)
@@ -51,26 +58,30 @@ package struct Envelope: Sendable, Equatable {
         case .user: buffer.writeInteger(UInt8(2))
         case .room: buffer.writeInteger(UInt8(3))
         case .all: buffer.writeInteger(UInt8(4))
+        case .users: buffer.writeInteger(UInt8(5))
         }
         buffer.writeInteger(kind.rawValue)
-        buffer.writeShortString(originNode)
+        try buffer.writeShortString(originNode)
         buffer.writeInteger(originEpoch)
         switch target {
         case .fds(let epoch, let fds):
             buffer.writeInteger(epoch)
-            buffer.writeInteger(UInt32(fds.count))
+            try buffer.writeCount(fds.count)
             for fd in fds { buffer.writeInteger(fd) }
         case .user(let name), .room(let name):
-            buffer.writeShortString(name)
+            try buffer.writeShortString(name)
         case .all(let except):
-            buffer.writeInteger(UInt32(except.count))
+            try buffer.writeCount(except.count)
             for fd in except {
-                buffer.writeShortString(fd.node)
+                try buffer.writeShortString(fd.node)
                 buffer.writeInteger(fd.epoch)
                 buffer.writeInteger(fd.fd)
             }
+        case .users(let uids):
+            try buffer.writeCount(uids.count)
+            for uid in uids { try buffer.writeShortString(uid) }
         }
-        buffer.writeInteger(UInt32(payload.readableBytes))
+        try buffer.writeCount(payload.readableBytes)
         buffer.writeImmutableBuffer(payload)
         return buffer
     }
@@ -98,7 +109,10 @@ package struct Envelope: Sendable, Equatable {
             guard Int(count) * 8 <= buffer.readableBytes else { throw .truncated }
             var fds: [UInt64] = []
             fds.reserveCapacity(Int(count))
-            for _ in 0..<count { fds.append(buffer.readInteger()!) }
+            for _ in 0..<count {
+                guard let fd = buffer.readInteger(as: UInt64.self) else { throw .truncated }
+                fds.append(fd)
+            }
             target = .fds(epoch: epoch, fds)
         case 2: target = .user(try buffer.readShortString())
         case 3: target = .room(try buffer.readShortString())
@@ -114,6 +128,13 @@ package struct Envelope: Sendable, Equatable {
                 except.append(DistributedFD(node: node, epoch: epoch, fd: fd))
             }
             target = .all(except: except)
+        case 5:
+            guard let count = buffer.readInteger(as: UInt32.self) else { throw .truncated }
+            guard Int(count) * 2 <= buffer.readableBytes else { throw .truncated }  // each uid is at least its length
+            var uids: [String] = []
+            uids.reserveCapacity(Int(count))
+            for _ in 0..<count { uids.append(try buffer.readShortString()) }
+            target = .users(uids)
         default:
             throw .invalidField("kind \(kindByte)")
         }
@@ -131,14 +152,20 @@ package enum EnvelopeError: Error, Equatable {
     case truncated
     case invalidField(String)
     case trailingBytes(Int)
+    /// Encoding: a name or a list does not fit its length field.
+    case tooLong(String)
 }
 
 extension ByteBuffer {
-    fileprivate mutating func writeShortString(_ text: String) {
-        let bytes = text.utf8
-        precondition(bytes.count <= UInt16.max, "name too long for an envelope")
-        writeInteger(UInt16(bytes.count))
+    fileprivate mutating func writeShortString(_ text: String) throws(EnvelopeError) {
+        guard let length = UInt16(exactly: text.utf8.count) else { throw .tooLong("a name of \(text.utf8.count) bytes") }
+        writeInteger(length)
         writeString(text)
+    }
+
+    fileprivate mutating func writeCount(_ count: Int) throws(EnvelopeError) {
+        guard let value = UInt32(exactly: count) else { throw .tooLong("a count of \(count)") }
+        writeInteger(value)
     }
 
     fileprivate mutating func readShortString() throws(EnvelopeError) -> String {

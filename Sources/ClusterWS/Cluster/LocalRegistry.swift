@@ -100,10 +100,13 @@ package actor LocalRegistry {
     }
 
     /// Adds `fd` to `room`; `true` if it is the room's first local member.
-    func join(_ fd: UInt64, room: String) async throws -> Bool {
+    /// - Throws: ``ClusterError/tooManyRooms(limit:)`` when `fd` is in `maxRooms` rooms already.
+    func join(_ fd: UInt64, room: String, maxRooms: Int) async throws -> Bool {
         let first = try tables.withLock { tables -> Bool in
             guard var entry = tables.entries[fd] else { throw ClusterError.unknownConnection(String(fd)) }
-            guard entry.rooms.insert(room).inserted else { return false }
+            guard !entry.rooms.contains(room) else { return false }
+            guard entry.rooms.count < maxRooms else { throw ClusterError.tooManyRooms(limit: maxRooms) }
+            entry.rooms.insert(room)
             tables.entries[fd] = entry
             return Self.attach(fd, to: &tables.rooms, key: room)
         }
@@ -137,6 +140,11 @@ package actor LocalRegistry {
         tables.withLock { $0.sockets($0.rooms[room]) }
     }
 
+    /// The local connections of any of `uids` (each connection has one uid, so no repeats).
+    nonisolated func sockets(users uids: [String]) -> [WebSocket] {
+        tables.withLock { tables in uids.flatMap { tables.sockets(tables.users[$0]) } }
+    }
+
     nonisolated func sockets(fds: [UInt64]) -> [WebSocket] {
         tables.withLock { tables in fds.compactMap { tables.entries[$0]?.socket } }
     }
@@ -167,14 +175,4 @@ package actor LocalRegistry {
         table[key] = members
         return false
     }
-}
-
-/// Errors of the cluster runtime's API.
-public enum ClusterError: Error, Sendable, Hashable {
-    /// The connection is not open on this node (closed, or it lives on another node).
-    case unknownConnection(String)
-    /// The node has not started, or has shut down.
-    case notRunning
-    /// A configuration value is not usable.
-    case invalidConfiguration(String)
 }

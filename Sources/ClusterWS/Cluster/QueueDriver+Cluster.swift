@@ -17,45 +17,53 @@ import Synchronization
 extension ClusterNode {
     /// Routes `message` to the other nodes' streams; returns how many streams got it.
     func enqueueAcrossSlots(_ target: Envelope.Target, _ message: WebSocketMessage, toNode: String = "") async throws -> Int {
-        let envelope = Envelope(target: target, kind: message.kind, originNode: id, originEpoch: epoch, payload: message.data)
-        var epochs: [String: String] = [:]
+        let payload = try encode(target, message)
+        var epochs: [String: UInt64] = [:]
         switch target {
         case .user(let uid):
             let members = try await redis.send(RedisCommand("SMEMBERS", .string(keys.user(uid)))).array ?? []
             for case let fd? in members.compactMap({ $0.string.flatMap(DistributedFD.init) }) {
-                epochs[fd.node] = String(fd.epoch, radix: 16)
+                epochs[fd.node] = fd.epoch
             }
+        case .users(let uids):
+            return try await sendRemote(users: uids, message).max() ?? 0
         case .fds(let targetEpoch, _):
-            epochs[toNode] = String(targetEpoch, radix: 16)
+            epochs[toNode] = targetEpoch
         case .room, .all:
             let set: String = if case .room(let room) = target { keys.roomNodes(room) } else { keys.nodes }
             let nodes = try await redis.send(RedisCommand("SMEMBERS", .string(set))).array?.compactMap(\.string) ?? []
             for (node, value) in zip(nodes, try await values(of: nodes.map(keys.alive))) {
-                if let epoch = value.string, epoch != "?" { epochs[node] = epoch }
+                if let text = value.string, let epoch = UInt64(text, radix: 16) { epochs[node] = epoch }
             }
         }
         epochs[id] = nil
-        guard !epochs.isEmpty else { return 0 }
-        let payload = envelope.encoded()
+        return try await appendToStreams(payload, epochs: epochs).count
+    }
+
+    /// One `XADD` per node's stream (with that node's epoch), pipelined per
+    /// master, each followed by `WAIT` for `queue.replicaAcks` replicas (as many
+    /// as the slot map lists for that master). Returns the nodes written to; a
+    /// failed `XADD` fails the call (the caller may retry).
+    func appendToStreams(_ envelope: ByteBuffer, epochs: [String: UInt64]) async throws -> [String] {
+        guard !epochs.isEmpty else { return [] }
         var commands: [RedisCommand] = []
-        var writes: [Int] = []
+        var writes: [(node: String, index: Int)] = []
         let cluster = redis as? RedisClusterClient
-        for (node, epoch) in epochs {
+        for (node, epoch) in epochs where node != id {
             let stream = keys.queue(node)
-            writes.append(commands.count)
+            writes.append((node, commands.count))
             commands.append(RedisCommand("XADD", .string(stream), "MAXLEN", "~", .integer(configuration.queue.maxLength), "*",
-                                         "epoch", .string(epoch), "env", .bytes(payload)))
+                                         "epoch", .string(DistributedFD.hex(epoch: epoch)), "env", .bytes(envelope)))
             // Only as many replicas as the master has: right after a failover it may have none.
             let acks = min(configuration.queue.replicaAcks, cluster?.replicaCount(ofSlot: RedisClusterSlot.of(stream)) ?? 0)
             if acks > 0 {
-                let timeout = Int(configuration.queue.replicaAckTimeout.components.seconds * 1000
-                    + configuration.queue.replicaAckTimeout.components.attoseconds / 1_000_000_000_000_000)
-                commands.append(RedisCommand("WAIT", .integer(acks), .integer(timeout)).routed(withSlotOf: stream))
+                commands.append(RedisCommand("WAIT", .integer(acks), .integer(configuration.queue.replicaAckTimeout.milliseconds))
+                    .routed(withSlotOf: stream))
             }
         }
         let replies = try await redis.send(batch: commands)
-        for index in writes { _ = try replies[index].get() }  // a failed XADD fails the send: the caller may retry
-        return writes.count
+        for write in writes { _ = try replies[write.index].get() }
+        return writes.map(\.node)
     }
 
     /// Posts on a cluster with the queue driver: routing needs reads, so posts

@@ -1,7 +1,7 @@
 import NIOPosix
 import CoreMetrics
 import Logging
-import NIOCore
+package import NIOCore
 import Synchronization
 
 /// The queue driver: every node has a durable inbox, a Redis Stream read
@@ -15,7 +15,7 @@ enum QueueScript {
     /// ARGV: namespace, mode (user|room|all|node), target, self node, maxlen,
     /// envelope, user key, target epoch (node mode).
     /// Returns how many node streams got the entry.
-    static let source = """
+    static let script = LuaScript("""
     local ns, mode, target, self, maxlen, env = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
     local epochs = {}
     if mode == 'user' then
@@ -40,75 +40,36 @@ enum QueueScript {
       end
     end
     return count
-    """
-
-    /// The script's SHA-1 in hex, as `SCRIPT LOAD` would answer it.
-    static let sha1: String = WebSocketAccept.sha1(Array(source.utf8)).map {
-        let hex = String($0, radix: 16)
-        return hex.count == 1 ? "0" + hex : hex
-    }.joined()
+    """)
 }
 
 extension ClusterNode {
-    /// How a routing-script call names the script: by SHA (the usual), or with
-    /// its whole source (`EVAL`, when the SHA is not known yet and the caller
-    /// cannot wait for `SCRIPT LOAD`).
-    enum QueueScriptCall {
-        case sha(String)
-        case source
-    }
-
     /// Routes an envelope to the other nodes' streams; its reply is how many got it.
-    /// For `.fds`, `toNode` names the node that has them.
+    /// For `.fds`, `toNode` names the node that has them. (`.users` goes through
+    /// ``MultiUserScript``.)
     func enqueueCommand(_ target: Envelope.Target, _ message: WebSocketMessage, toNode: String = "",
-                        script: QueueScriptCall) -> RedisCommand {
-        let envelope = Envelope(target: target, kind: message.kind, originNode: id, originEpoch: epoch, payload: message.data)
+                        bySource: Bool = false) throws(ClusterError) -> RedisCommand {
+        let envelope = try encode(target, message)
         let (mode, name, userKey, targetEpoch): (String, String, String, String) = switch target {
         case .user(let uid): ("user", uid, keys.user(uid), "")
         case .room(let room): ("room", room, "", "")
-        case .all: ("all", "", "", "")
-        case .fds(let targetEpoch, _): ("node", toNode, "", Self.epochText(targetEpoch))
+        case .all, .users: ("all", "", "", "")
+        case .fds(let targetEpoch, _): ("node", toNode, "", DistributedFD.hex(epoch: targetEpoch))
         }
-        let (verb, script): (String, String) = switch script {
-        case .sha(let sha): ("EVALSHA", sha)
-        case .source: ("EVAL", QueueScript.source)
-        }
-        return RedisCommand(verb, arguments: [
-            .string(script), 0, .string(keys.namespace), .string(mode), .string(name), .string(id),
-            .integer(configuration.queue.maxLength), .bytes(envelope.encoded()), .string(userKey), .string(targetEpoch),
-        ])
+        return QueueScript.script.command([
+            .string(keys.namespace), .string(mode), .string(name), .string(id),
+            .integer(configuration.queue.maxLength), .bytes(envelope), .string(userKey), .string(targetEpoch),
+        ], bySource: bySource)
     }
 
-    private static func epochText(_ epoch: UInt64) -> String {
-        let hex = String(epoch, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
-    }
-
-    /// `EVALSHA`, loading the script first (and again after a Redis restart: NOSCRIPT).
-    func runQueueScript(_ make: (String) -> RedisCommand) async throws -> Int {
-        let sha = try await queueScriptSHA()
+    /// Runs the routing script for `target` (by SHA, by source after `NOSCRIPT`);
+    /// returns how many node streams got the entry.
+    func enqueue(_ target: Envelope.Target, _ message: WebSocketMessage, toNode: String = "") async throws -> Int {
+        if redisConfiguration.isCluster { return try await enqueueAcrossSlots(target, message, toNode: toNode) }
         do {
-            return try await redis.send(make(sha)).int ?? 0
-        } catch RedisError.reply(let message) where message.hasPrefix("NOSCRIPT") {
-            queueSHA.withLock { $0 = nil }
-            return try await redis.send(make(try await queueScriptSHA())).int ?? 0
-        }
-    }
-
-    func queueScriptSHA() async throws -> String {
-        if let sha = queueSHA.withLock({ $0 }) { return sha }
-        let sha = try await redis.send(RedisCommand("SCRIPT", "LOAD", .string(QueueScript.source))).string ?? ""
-        queueSHA.withLock { $0 = sha }
-        return sha
-    }
-
-    /// Sends to a remote node's stream for one connection (`send(to:)`).
-    func enqueue(toNode node: String, epoch targetEpoch: UInt64, fds: [UInt64], _ message: WebSocketMessage) async throws -> Int {
-        if redisConfiguration.isCluster {
-            return try await enqueueAcrossSlots(.fds(epoch: targetEpoch, fds), message, toNode: node)
-        }
-        return try await runQueueScript { sha in
-            enqueueCommand(.fds(epoch: targetEpoch, fds), message, toNode: node, script: .sha(sha))
+            return try await redis.send(enqueueCommand(target, message, toNode: toNode)).int ?? 0
+        } catch where LuaScript.isMissing(error) {
+            return try await redis.send(enqueueCommand(target, message, toNode: toNode, bySource: true)).int ?? 0
         }
     }
 
@@ -127,6 +88,8 @@ extension ClusterNode {
         var redisConfiguration = self.redisConfiguration
         redisConfiguration.commandTimeout = configuration.queue.block + .seconds(5)
         redisConfiguration.disconnectedCommandWait = .seconds(1)
+        // A health-check PING queues behind a blocked XREADGROUP: give it the block time too.
+        redisConfiguration.healthCheckTimeout = configuration.queue.block + redisConfiguration.healthCheckTimeout
         // Its own connection(s): a blocked XREADGROUP must not hold up the node's other commands.
         let connection: any RedisCommands = redisConfiguration.isCluster
             ? RedisClusterClient(configuration: redisConfiguration, logger: logger)
@@ -153,13 +116,12 @@ extension ClusterNode {
                         lastClaim = clock.now
                         let claimed = try await connection.send(RedisCommand(
                             "XAUTOCLAIM", .string(stream), .string(keys.queueGroup), .string(name),
-                            .integer(Int(configuration.queue.claimAfter.components.seconds * 1000)), "0-0",
+                            .integer(configuration.queue.claimAfter.milliseconds), "0-0",
                             "COUNT", .integer(configuration.queue.concurrency)))
                         entries = QueueEntry.parse(claimed.array?.dropFirst().first ?? .null)
                         if !entries.isEmpty { try await deliver(entries, connection: connection, stream: stream) }
                     }
-                    let blockMillis = Int(configuration.queue.block.components.seconds * 1000
-                        + configuration.queue.block.components.attoseconds / 1_000_000_000_000_000)
+                    let blockMillis = configuration.queue.block.milliseconds
                     // Own pending entries ("0") are returned at once; new ones (">") are waited for.
                     let wait: [RedisArgument] = readPending ? [] : ["BLOCK", .integer(blockMillis)]
                     let reply = try await connection.send(RedisCommand(
@@ -185,16 +147,15 @@ extension ClusterNode {
     private func deliver(_ entries: [QueueEntry], connection: any RedisCommands, stream: String) async throws {
         for entry in entries {
             guard let epochText = entry.epoch, UInt64(epochText, radix: 16) == epoch else {
-                statistics.add("stale")
-                metrics.drops["stale"]?.increment()
+                counters.drop(.stale)
                 continue  // for an earlier run's connections: acknowledged, never delivered
             }
             do {
                 await route(try Envelope(decoding: entry.envelope))
             } catch {
-                statistics.add("garbage")
-                metrics.drops["garbage"]?.increment()
-                logger.warning("dropped a queue entry that is not an envelope", metadata: ["id": "\(entry.id)"])
+                counters.drop(.garbage)
+                counters.logLimiter.log(logger, .warning, "dropped a queue entry that is not an envelope", key: "garbage",
+                                        metadata: ["id": "\(entry.id)", "error": "\(error)"])
             }
         }
         _ = try await connection.send(RedisCommand(
@@ -203,19 +164,19 @@ extension ClusterNode {
 }
 
 /// One stream entry of a node's queue.
-struct QueueEntry {
-    var id: String
-    var epoch: String?
-    var envelope: ByteBuffer
+package struct QueueEntry {
+    package var id: String
+    package var epoch: String?
+    package var envelope: ByteBuffer
 
     /// `XREADGROUP` reply: [[stream, [[id, [field, value, …]], …]]].
-    static func parse(streamReply reply: RedisValue) -> [QueueEntry] {
+    package static func parse(streamReply reply: RedisValue) -> [QueueEntry] {
         guard let streams = reply.array, let first = streams.first?.array, first.count == 2 else { return [] }
         return parse(first[1])
     }
 
     /// A list of [id, [field, value, …]] (deleted entries have a nil field list).
-    static func parse(_ list: RedisValue) -> [QueueEntry] {
+    package static func parse(_ list: RedisValue) -> [QueueEntry] {
         (list.array ?? []).compactMap { item in
             guard let pair = item.array, pair.count == 2, let id = pair[0].string else { return nil }
             let fields = pair[1].array ?? []

@@ -10,7 +10,9 @@ public struct Relations: Sendable {
     let node: ClusterNode
 
     /// Every live connection of `uid`, on any node. Seed: `findUserFd`.
+    /// - Throws: ``ClusterError/invalidName(_:)`` for a bad uid.
     public func findUserFDs(uid: String) async throws -> [DistributedFD] {
+        try node.check(uid: uid)
         let members = try await node.redis.send(RedisCommand("SMEMBERS", .string(node.keys.user(uid))))
         let fds = (members.array ?? []).compactMap { $0.string.flatMap(DistributedFD.init) }
         return try await node.live(fds)
@@ -23,6 +25,7 @@ public struct Relations: Sendable {
 
     /// The uid a connection is bound to, if it is live and bound.
     public func user(of fd: DistributedFD) async throws -> String? {
+        try node.check(fd: fd)
         guard try await !node.live([fd]).isEmpty else { return nil }
         return try await node.redis.send(RedisCommand("GET", .string(node.keys.fd(fd)))).string
     }
@@ -33,14 +36,16 @@ extension ClusterNode {
     /// user's channel (if this is its first local connection of that user)
     /// and records the relation in Redis. A connection has one uid at a time.
     /// Seed: `bindRelation`.
-    /// - Throws: ``ClusterError/unknownConnection(_:)`` if `fd` is not open on this node.
+    /// - Throws: ``ClusterError/invalidName(_:)`` for a bad uid,
+    ///   ``ClusterError/unknownConnection(_:)`` if `fd` is not open on this node.
     public func bind(_ fd: DistributedFD, uid: String) async throws {
+        try check(uid: uid)
         guard fd.node == id, fd.epoch == epoch else { throw ClusterError.unknownConnection(fd.description) }
         let previous = try await registry.bind(fd.fd, uid: uid)
         var commands: [RedisCommand] = []
         if let previous { commands += removalCommands(fd, uid: previous) }
         let member = RedisArgument.string(fd.description)
-        let ttl = RedisArgument.integer(Int(configuration.ttl.components.seconds))
+        let ttl = RedisArgument.integer(configuration.ttl.wholeSeconds)
         commands += [
             RedisCommand("SADD", .string(keys.user(uid)), member),
             RedisCommand("EXPIRE", .string(keys.user(uid)), ttl),
@@ -60,9 +65,20 @@ extension ClusterNode {
 
     /// Adds a connection of this node to a room. The node records in Redis
     /// that it has members of the room (for the queue driver's routing).
+    /// - Throws: ``ClusterError/invalidName(_:)`` for a bad room name,
+    ///   ``ClusterError/tooManyRooms(limit:)`` past `limits.maxRoomsPerConnection`,
+    ///   ``ClusterError/unknownConnection(_:)`` if `fd` is not open on this node.
     public func join(_ fd: DistributedFD, room: String) async throws {
+        try check(room: room)
         guard fd.node == id, fd.epoch == epoch else { throw ClusterError.unknownConnection(fd.description) }
-        if try await registry.join(fd.fd, room: room) {
+        let first: Bool
+        do {
+            first = try await registry.join(fd.fd, room: room, maxRooms: configuration.limits.maxRoomsPerConnection)
+        } catch ClusterError.tooManyRooms(let limit) {
+            counters.hit(.roomsPerConnection)
+            throw ClusterError.tooManyRooms(limit: limit)
+        }
+        if first {
             try await redis.send(batch: [
                 RedisCommand("SADD", .string(keys.roomNodes(room)), .string(id)),
                 RedisCommand("SADD", .string(keys.nodeRooms(id)), .string(room)),
@@ -72,6 +88,7 @@ extension ClusterNode {
 
     /// Removes a connection of this node from a room.
     public func leave(_ fd: DistributedFD, room: String) async throws {
+        try check(room: room)
         guard fd.node == id, fd.epoch == epoch else { throw ClusterError.unknownConnection(fd.description) }
         if try await registry.leave(fd.fd, room: room) {
             try await redis.send(batch: roomRemovalCommands(node: id, rooms: [room])).throwFirstFailure()

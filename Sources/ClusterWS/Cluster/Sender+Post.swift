@@ -14,7 +14,9 @@ import Synchronization
 /// back-to-back `postAll` calls share flushes on every node.
 ///
 /// - Order: a caller's posts (and sends) leave in the order they were made.
-/// - Failures are not thrown: while Redis is unreachable the remote part is
+/// - Bad arguments throw at once (``ClusterError``: a uid or room that breaks
+///   the naming rules, too many exclusions), before anything is sent.
+/// - Delivery failures are not thrown: while Redis is unreachable the remote part is
 ///   dropped at once (no waiting for a reconnect), counted as
 ///   `clusterws_drops_total{reason="post_failed"}` and logged. Local
 ///   connections still get the message.
@@ -24,24 +26,30 @@ import Synchronization
 ///   then may it arrive after later ones.
 extension Sender {
     /// Posts to every connection of `uid`, on every node.
-    public func post(uid: String, _ message: WebSocketMessage) async {
+    /// - Throws: ``ClusterError/invalidName(_:)`` for a bad uid (nothing is sent).
+    public func post(uid: String, _ message: WebSocketMessage) async throws(ClusterError) {
+        try node.check(uid: uid)
         node.metrics.messagesOut["user"]?.increment()
-        node.post(.user(uid), message, local: node.registry.sockets(user: uid), channel: node.keys.userChannel(uid))
+        try node.post(.user(uid), message, local: node.registry.sockets(user: uid), channel: node.keys.userChannel(uid))
     }
 
     /// Posts `text` to `uid` with the configured default opcode.
-    public func post(uid: String, _ text: String) async {
-        await post(uid: uid, node.defaultMessage(text))
+    public func post(uid: String, _ text: String) async throws(ClusterError) {
+        try await post(uid: uid, node.defaultMessage(text))
     }
 
     /// Posts to every member of `room`, on every node.
-    public func post(room: String, _ message: WebSocketMessage) async {
+    /// - Throws: ``ClusterError/invalidName(_:)`` for a bad room name (nothing is sent).
+    public func post(room: String, _ message: WebSocketMessage) async throws(ClusterError) {
+        try node.check(room: room)
         node.metrics.messagesOut["room"]?.increment()
-        node.post(.room(room), message, local: node.registry.sockets(room: room), channel: node.keys.roomChannel(room))
+        try node.post(.room(room), message, local: node.registry.sockets(room: room), channel: node.keys.roomChannel(room))
     }
 
     /// Posts to one connection, wherever it is.
-    public func post(to fd: DistributedFD, _ message: WebSocketMessage) async {
+    /// - Throws: ``ClusterError/invalidName(_:)`` for an address whose node id breaks the rules.
+    public func post(to fd: DistributedFD, _ message: WebSocketMessage) async throws(ClusterError) {
+        try node.check(fd: fd)
         node.metrics.messagesOut["fd"]?.increment()
         if fd.node == node.id {
             guard fd.epoch == node.epoch else { return }
@@ -50,28 +58,33 @@ extension Sender {
             node.server.send(message, to: local)
             return
         }
-        node.postRemote(.fds(epoch: fd.epoch, [fd.fd]), message, toNode: fd.node, channel: node.keys.nodeChannel(fd.node))
+        try node.postRemote(.fds(epoch: fd.epoch, [fd.fd]), message, toNode: fd.node, channel: node.keys.nodeChannel(fd.node))
     }
 
     /// Posts to every connection of every node, except `except`.
-    public func postAll(_ message: WebSocketMessage, except: [DistributedFD] = []) async {
+    /// - Throws: ``ClusterError/tooManyTargets(count:limit:)`` for an `except`
+    ///   list past `limits.maxTargetsPerCall` (nothing is sent).
+    public func postAll(_ message: WebSocketMessage, except: [DistributedFD] = []) async throws(ClusterError) {
+        try node.check(except: except)
         node.metrics.messagesOut["all"]?.increment()
         node.broadcastLocally(message, except: except)
-        node.postRemote(.all(except: except), message, channel: node.keys.allChannel)
+        try node.postRemote(.all(except: except), message, channel: node.keys.allChannel)
     }
 
     /// Posts `text` to everyone with the configured default opcode.
-    public func postAll(_ text: String) async {
-        await postAll(node.defaultMessage(text))
+    public func postAll(_ text: String) async throws(ClusterError) {
+        try await postAll(node.defaultMessage(text))
     }
 }
 
 extension ClusterNode {
     /// Local delivery, then the remote part queued on the Redis connection.
-    func post(_ target: Envelope.Target, _ message: WebSocketMessage, local: [WebSocket], channel: String) {
+    func post(_ target: Envelope.Target, _ message: WebSocketMessage, local: [WebSocket], channel: String) throws(ClusterError) {
+        // Encoded before anything is delivered, so a message that cannot travel goes nowhere.
+        let command = try remoteCommand(target, message, channel: channel)
         metrics.deliveredLocal.increment(by: local.count)
         server.send(message, to: local)
-        postRemote(target, message, channel: channel)
+        postRemote(command, target, message)
     }
 
     /// Every local connection except `except` (other nodes' fds are ignored),
@@ -79,28 +92,49 @@ extension ClusterNode {
     /// share: order holds between them, and back-to-back broadcasts merge into
     /// one write and one flush per connection.
     func broadcastLocally(_ message: WebSocketMessage, except: [DistributedFD]) {
-        let mine = Set(except.filter { $0.node == id && $0.epoch == epoch }.map { Int($0.fd) })
+        let mine = localIDs(in: except)
         metrics.deliveredLocal.increment(by: max(server.connectionCount - mine.count, 0))
         server.broadcast(message, except: mine)
     }
 
     /// Queues the PUBLISH (pub/sub) or routing-script call (queue) without waiting for it.
-    func postRemote(_ target: Envelope.Target, _ message: WebSocketMessage, toNode: String = "", channel: String) {
-        let failed: @Sendable (RedisError) -> Void = { [self] error in postFailed(error) }
-        guard configuration.driver == .queue else {
-            return redis.post(publishCommand(target, message, channel: channel), onFailure: failed)
+    func postRemote(_ target: Envelope.Target, _ message: WebSocketMessage, toNode: String = "", channel: String) throws(ClusterError) {
+        postRemote(try remoteCommand(target, message, toNode: toNode, channel: channel), target, message, toNode: toNode)
+    }
+
+    /// The command a post writes: `PUBLISH`, or the queue's routing script by SHA
+    /// (`nil` on a Redis Cluster with the queue driver, where routing needs reads first).
+    private func remoteCommand(_ target: Envelope.Target, _ message: WebSocketMessage, toNode: String = "",
+                               channel: String) throws(ClusterError) -> RedisCommand? {
+        guard configuration.driver == .queue else { return try publishCommand(target, message, channel: channel) }
+        if redisConfiguration.isCluster {
+            _ = try encode(target, message)  // checked here; encoded again by the chained send
+            return nil
         }
-        if redisConfiguration.isCluster { return postAcrossSlots(target, message, toNode: toNode) }
+        return try enqueueCommand(target, message, toNode: toNode)
+    }
+
+    private func postRemote(_ command: RedisCommand?, _ target: Envelope.Target, _ message: WebSocketMessage,
+                            toNode: String = "") {
+        let failed: @Sendable (RedisError) -> Void = { [self] error in postFailed(error) }
+        guard let command else { return postAcrossSlots(target, message, toNode: toNode) }
+        guard configuration.driver == .queue else { return redis.post(command, onFailure: failed) }
         // EVAL with the source also puts the script in Redis's cache, so the SHA works after it.
-        redis.post(enqueueCommand(target, message, toNode: toNode, script: .sha(QueueScript.sha1))) { [self] error in
-            guard case .reply(let text) = error, text.hasPrefix("NOSCRIPT") else { return postFailed(error) }
-            redis.post(enqueueCommand(target, message, toNode: toNode, script: .source), onFailure: failed)
+        redis.post(command) { [self] error in
+            guard LuaScript.isMissing(error), let bySource = try? enqueueCommand(target, message, toNode: toNode, bySource: true)
+            else { return postFailed(error) }
+            redis.post(bySource, onFailure: failed)
         }
     }
 
+    /// The local connection numbers among `fds` (this node, this epoch; others' are ignored).
+    func localIDs(in fds: [DistributedFD]) -> Set<Int> {
+        Set(fds.compactMap { $0.node == id && $0.epoch == epoch ? Int(exactly: $0.fd) : nil })
+    }
+
     func postFailed(_ error: RedisError) {
-        statistics.add("post_failed")
-        metrics.drops["post_failed"]?.increment()
-        logger.warning("a posted message did not reach Redis; other nodes miss it", metadata: ["error": "\(error)"])
+        counters.drop(.postFailed)
+        counters.logLimiter.log(logger, .warning, "a posted message did not reach Redis; other nodes miss it",
+                                key: "post_failed", metadata: ["error": "\(error)"])
     }
 }

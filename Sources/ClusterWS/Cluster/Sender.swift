@@ -9,6 +9,11 @@ public import NIOCore
 /// Redis routes only to the nodes subscribed to it. Delivery over pub/sub is
 /// at-most-once.
 ///
+/// Arguments are checked before anything is sent: a uid or room that breaks
+/// the naming rules, or more targets than `limits.maxTargetsPerCall`, throws
+/// ``ClusterError`` — so a name that came from a client can be passed on as
+/// it is and the error reported back to it.
+///
 /// The returned counts say how many **nodes** had a target: 0 means nobody
 /// was connected (for example, a user who just disconnected).
 public struct Sender: Sendable {
@@ -16,8 +21,11 @@ public struct Sender: Sendable {
 
     /// Sends to every connection (every device) of `uid`. Seed: `send`.
     /// - Returns: the number of nodes where `uid` had a connection.
+    /// - Throws: ``ClusterError`` for a bad uid; an error of the Redis layer
+    ///   when Redis cannot be reached.
     @discardableResult
     public func send(uid: String, _ message: WebSocketMessage) async throws -> Int {
+        try node.check(uid: uid)
         node.metrics.messagesOut["user"]?.increment()
         return try await node.publish(.user(uid), message, local: node.registry.sockets(user: uid), channel: node.keys.userChannel(uid))
     }
@@ -28,37 +36,31 @@ public struct Sender: Sendable {
         try await send(uid: uid, node.defaultMessage(text))
     }
 
-    /// Sends to several users in one pipelined round trip. Seed: `sendMulti`.
+    /// Sends to several users. Seed: `sendMulti`.
+    ///
+    /// The message is encoded once and travels once to each node that has any
+    /// of the users (one script run on one Redis; one read and one write per
+    /// node on a Redis Cluster): memory and Redis traffic grow with the
+    /// payload plus the number of users, not with their product.
     /// - Returns: per uid, the number of nodes that had it.
+    /// - Throws: ``ClusterError/tooManyTargets(count:limit:)`` past
+    ///   `limits.maxTargetsPerCall`, ``ClusterError/invalidName(_:)`` for a bad uid.
     @discardableResult
     public func sendMulti(uids: [String], _ message: WebSocketMessage) async throws -> [String: Int] {
+        try node.check(uids: uids)
         node.metrics.messagesOut["users"]?.increment()
-        if node.configuration.driver == .queue, node.redisConfiguration.isCluster {
-            // No single routing script on a cluster: one routed send per user.
-            var results: [String: Int] = [:]
-            for uid in uids { results[uid] = try await send(uid: uid, message) }
-            return results
-        }
+        var seen = Set<String>()
+        let distinct = uids.filter { seen.insert($0).inserted }
         var results: [String: Int] = [:]
-        var commands: [RedisCommand] = []
-        var localCounts: [Int] = []
-        let sha = node.configuration.driver == .queue ? try await node.queueScriptSHA() : ""
-        for uid in uids {
+        for uid in distinct {
             let local = node.registry.sockets(user: uid)
             node.metrics.deliveredLocal.increment(by: local.count)
             node.server.send(message, to: local)
-            localCounts.append(local.isEmpty ? 0 : 1)
-            commands.append(node.configuration.driver == .queue
-                ? node.enqueueCommand(.user(uid), message, script: .sha(sha))
-                : node.publishCommand(.user(uid), message, channel: node.keys.userChannel(uid)))
+            results[uid] = local.isEmpty ? 0 : 1
         }
-        let replies = try await node.redis.send(batch: commands)
-        for (index, uid) in uids.enumerated() {
-            let remote = (try replies[index].get()).int ?? 0
-            // Pub/sub counts this node too when it is subscribed; the queue script skips this node.
-            let others = node.configuration.driver == .queue ? remote : max(remote - localCounts[index], 0)
-            results[uid] = others + localCounts[index]
-        }
+        guard !distinct.isEmpty else { return results }
+        let remote = try await node.sendRemote(users: distinct, message)
+        for (uid, count) in zip(distinct, remote) { results[uid, default: 0] += count }
         return results
     }
 
@@ -68,6 +70,7 @@ public struct Sender: Sendable {
     ///   still have closed meanwhile).
     @discardableResult
     public func send(to fd: DistributedFD, _ message: WebSocketMessage) async throws -> Bool {
+        try node.check(fd: fd)
         node.metrics.messagesOut["fd"]?.increment()
         if fd.node == node.id {
             guard fd.epoch == node.epoch else { return false }
@@ -77,15 +80,16 @@ public struct Sender: Sendable {
             return !local.isEmpty
         }
         if node.configuration.driver == .queue {
-            return try await node.enqueue(toNode: fd.node, epoch: fd.epoch, fds: [fd.fd], message) > 0
+            return try await node.enqueue(.fds(epoch: fd.epoch, [fd.fd]), message, toNode: fd.node) > 0
         }
-        let command = node.publishCommand(.fds(epoch: fd.epoch, [fd.fd]), message, channel: node.keys.nodeChannel(fd.node))
+        let command = try node.publishCommand(.fds(epoch: fd.epoch, [fd.fd]), message, channel: node.keys.nodeChannel(fd.node))
         return try await node.redis.send(command).int ?? 0 > 0
     }
 
     /// Sends to every member of `room`, on every node.
     @discardableResult
     public func send(room: String, _ message: WebSocketMessage) async throws -> Int {
+        try node.check(room: room)
         node.metrics.messagesOut["room"]?.increment()
         return try await node.publish(.room(room), message, local: node.registry.sockets(room: room), channel: node.keys.roomChannel(room))
     }
@@ -94,6 +98,7 @@ public struct Sender: Sendable {
     /// - Returns: the number of nodes reached.
     @discardableResult
     public func sendAll(_ message: WebSocketMessage, except: [DistributedFD] = []) async throws -> Int {
+        try node.check(except: except)
         node.metrics.messagesOut["all"]?.increment()
         node.broadcastLocally(message, except: except)
         return try await node.publish(.all(except: except), message, local: [], channel: node.keys.allChannel, alwaysLocal: true)
@@ -111,12 +116,21 @@ extension ClusterNode {
         WebSocketMessage(kind: configuration.defaultOpcode, data: ByteBuffer(string: text))
     }
 
-    func publishCommand(_ target: Envelope.Target, _ message: WebSocketMessage, channel: String) -> RedisCommand {
+    /// The envelope of `message` for `target`, from this node, encoded.
+    func encode(_ target: Envelope.Target, _ message: WebSocketMessage) throws(ClusterError) -> ByteBuffer {
         let envelope = Envelope(target: target, kind: message.kind, originNode: id, originEpoch: epoch, payload: message.data)
+        do {
+            return try envelope.encoded()
+        } catch {
+            throw .unencodable("\(error)")
+        }
+    }
+
+    func publishCommand(_ target: Envelope.Target, _ message: WebSocketMessage, channel: String) throws(ClusterError) -> RedisCommand {
         // On a Redis Cluster, user, room and node channels are sharded (to their slot's master only);
         // the broadcast channel stays classic (the cluster bus carries it to every node).
         let verb = redisConfiguration.isCluster && channel != keys.allChannel ? "SPUBLISH" : "PUBLISH"
-        return RedisCommand(verb, .string(channel), .bytes(envelope.encoded()))
+        return RedisCommand(verb, .string(channel), .bytes(try encode(target, message)))
     }
 
     /// Local delivery first, then one PUBLISH (pub/sub driver) or one
@@ -129,8 +143,7 @@ extension ClusterNode {
         server.send(message, to: local)
         let reachedHere = (alwaysLocal || !local.isEmpty) ? 1 : 0
         if configuration.driver == .queue {
-            if redisConfiguration.isCluster { return try await enqueueAcrossSlots(target, message) + reachedHere }
-            return try await runQueueScript { sha in enqueueCommand(target, message, script: .sha(sha)) } + reachedHere
+            return try await enqueue(target, message) + reachedHere
         }
         let subscribers = try await redis.send(publishCommand(target, message, channel: channel)).int ?? 0
         // This node is subscribed to user/room channels exactly while it has local members.

@@ -1,43 +1,69 @@
 import NIOCore
 import Synchronization
 
-/// The subscriber's messages not yet consumed: bounded (newer messages are
-/// dropped and counted past `limit`), filled on the event loop, drained by
-/// one consumer a burst at a time.
+/// The subscriber's messages not yet consumed: bounded in messages and in
+/// payload bytes (past either, newer messages are dropped and counted),
+/// filled on the event loop, drained by one consumer a burst at a time.
 ///
 /// It replaces an `AsyncStream`: a consumer takes every waiting message in
 /// one call (one wake-up per burst instead of per message), and the code is
 /// our own, specialised for its element (the stream's generic storage cost a
 /// runtime metadata lookup per message in profiles).
 package final class PubSubBuffer: Sendable {
+    /// How much the buffer holds at most.
+    package struct Limits: Sendable, Hashable {
+        /// Messages waiting.
+        package var messages: Int
+        /// Payload bytes waiting.
+        package var bytes: Int
+
+        package init(messages: Int = 100_000, bytes: Int = 128 << 20) {
+            self.messages = max(messages, 1)
+            self.bytes = max(bytes, 1)
+        }
+    }
+
     private struct State {
         var messages = CircularBuffer<RedisPubSubMessage>(initialCapacity: 64)
+        var bytes = 0
         var waiter: CheckedContinuation<Void, Never>?
         var finished = false
+        var dropped = 0
     }
 
     private let state = Mutex(State())
-    private let limit: Int
-    private let drops = DropCounter()
+    private let limits: Limits
+    private let onOverflow: (@Sendable (Int) -> Void)?
 
-    package init(limit: Int) {
-        self.limit = max(limit, 1)
+    /// - Parameter onOverflow: told how many messages were dropped for lack of room (on the event loop).
+    package init(limits: Limits = Limits(), onOverflow: (@Sendable (Int) -> Void)? = nil) {
+        self.limits = limits
+        self.onOverflow = onOverflow
     }
 
     /// Messages dropped because the buffer was full.
-    var dropped: Int { drops.value }
+    var dropped: Int { state.withLock { $0.dropped } }
 
-    /// Adds a message; drops (and counts) it when `limit` are waiting or the buffer has finished.
+    /// Adds a message; drops (and counts) it when the buffer is at a limit or has finished.
     func append(_ message: RedisPubSubMessage) {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            guard !state.finished, state.messages.count < limit else {
-                drops.increment()
-                return nil
+        let size = message.payload.readableBytes
+        let (waiter, overflow) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Bool) in
+            guard !state.finished else {
+                state.dropped += 1  // after the end: nobody will read it
+                return (nil, false)
+            }
+            // One message bigger than the whole byte budget still passes into an empty buffer.
+            guard state.messages.count < limits.messages,
+                  state.bytes + size <= limits.bytes || state.messages.isEmpty else {
+                state.dropped += 1
+                return (nil, true)
             }
             state.messages.append(message)
+            state.bytes += size
             defer { state.waiter = nil }
-            return state.waiter
+            return (state.waiter, false)
         }
+        if overflow { onOverflow?(1) }
         waiter?.resume()
     }
 
@@ -61,7 +87,11 @@ package final class PubSubBuffer: Sendable {
                 guard count > 0 else { return ([], state.finished) }
                 var batch: [RedisPubSubMessage] = []
                 batch.reserveCapacity(count)
-                for _ in 0..<count { batch.append(state.messages.removeFirst()) }
+                for _ in 0..<count {
+                    let message = state.messages.removeFirst()
+                    state.bytes -= message.payload.readableBytes
+                    batch.append(message)
+                }
                 return (batch, false)
             }
             if !batch.isEmpty || finished || Task.isCancelled { return batch }

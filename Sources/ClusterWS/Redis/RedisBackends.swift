@@ -55,7 +55,8 @@ extension RedisSubscriber: RedisPubSub {
         try await waitUntilConnected(after: 0, timeout: timeout)
     }
 
-    package func isConnected() -> Bool { link.channel != nil }
+    /// Connected, subscribed, and answering health checks.
+    package func isConnected() -> Bool { link.isReady }
 }
 
 extension RedisClusterClient: RedisCommands {

@@ -54,7 +54,7 @@ package struct RedisCommand: Sendable {
             switch argument {
             case .string(let text): buffer.writeRESPBulk(text)
             case .bytes(let bytes): buffer.writeRESPBulk(bytes)
-            case .integer(let value): buffer.writeRESPBulk(String(value))
+            case .integer(let value): buffer.writeRESPBulk(String(value))  // negative values too: "-1"
             }
         }
         self.bytes = buffer
@@ -113,13 +113,13 @@ extension ByteBuffer {
         writeInteger(UInt16(0x0D0A))  // "\r\n", big-endian
     }
 
-    /// Writes a non-negative integer in decimal ASCII.
+    /// Writes an integer in decimal ASCII (with a `-` when negative; `Int.min` included).
     mutating func writeDecimal(_ value: Int) {
-        precondition(value >= 0)
-        var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: any Int fits
+        if value < 0 { writeInteger(UInt8(ascii: "-")) }
+        var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: any Int's digits fit
         withUnsafeMutableBytes(of: &scratch) { digits in
             var index = digits.count
-            var remaining = value
+            var remaining = value.magnitude
             repeat {
                 index -= 1
                 digits[index] = UInt8(ascii: "0") &+ UInt8(remaining % 10)

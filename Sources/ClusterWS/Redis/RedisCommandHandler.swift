@@ -1,7 +1,7 @@
 package import NIOCore
 
 /// One or more commands on their way to Redis, with what their replies complete.
-struct RedisRequest: Sendable {
+package struct RedisRequest: Sendable {
     /// Who is waiting for the replies.
     enum Completion: Sendable {
         /// One promise for the command's (last) reply; an error reply fails it.
@@ -71,10 +71,10 @@ extension Channel {
 ///   matched and dropped, and later replies still meet the right commands.
 /// - On a subscriber connection (`pushSink` set), `message`/`pmessage` pushes
 ///   go to the sink instead of the queue.
-final class RedisCommandHandler: ChannelDuplexHandler {
-    typealias InboundIn = RedisValue
-    typealias OutboundIn = RedisRequest
-    typealias OutboundOut = ByteBuffer
+package final class RedisCommandHandler: ChannelDuplexHandler {
+    package typealias InboundIn = RedisValue
+    package typealias OutboundIn = RedisRequest
+    package typealias OutboundOut = ByteBuffer
 
     private struct Pending {
         var completion: RedisRequest.Completion?  // nil once timed out
@@ -97,11 +97,11 @@ final class RedisCommandHandler: ChannelDuplexHandler {
     private var timerDeadline: NIODeadline?
     private let pushSink: (@Sendable (RedisPubSubMessage) -> Void)?
 
-    init(pushSink: (@Sendable (RedisPubSubMessage) -> Void)? = nil) {
+    package init(pushSink: (@Sendable (RedisPubSubMessage) -> Void)? = nil) {
         self.pushSink = pushSink
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    package func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = unwrapOutboundIn(data)
         let entry = Pending(completion: request.completion, remainingReplies: request.replyCount,
                             deadline: request.deadline)
@@ -124,7 +124,7 @@ final class RedisCommandHandler: ChannelDuplexHandler {
         context.write(wrapOutboundOut(request.bytes), promise: promise)
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let value = unwrapInboundIn(data)
         if let pushSink, let message = RedisPubSubMessage(push: value) {
             pushSink(message)
@@ -159,18 +159,18 @@ final class RedisCommandHandler: ChannelDuplexHandler {
         }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         failAll(closedError ?? .connectionLost)
         context.fireChannelInactive()
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    package func errorCaught(context: ChannelHandlerContext, error: any Error) {
         failAll(error as? RedisError ?? .connectionLost)
         context.fireErrorCaught(error)
         context.close(promise: nil)
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         failAll(.connectionLost)
     }
 
@@ -206,7 +206,7 @@ final class RedisCommandHandler: ChannelDuplexHandler {
             if pending[index].deadline <= now {
                 pending[index].fail(.timeout)
                 pending[index].completion = nil
-            } else if next == nil || pending[index].deadline < next! {
+            } else if pending[index].deadline < (next ?? .distantFuture) {
                 next = pending[index].deadline
             }
         }
@@ -245,7 +245,7 @@ package struct RedisPubSubMessage: Sendable {
 
     /// Recognises a RESP2 `message`, `pmessage`, `smessage` or `sunsubscribe`
     /// push; `nil` for anything else.
-    init?(push value: RedisValue) {
+    package init?(push value: RedisValue) {
         guard case .array(let parts) = value, parts.count >= 3, case .bulkString(let kind) = parts[0] else {
             return nil
         }

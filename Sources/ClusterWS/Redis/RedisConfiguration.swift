@@ -39,6 +39,33 @@ package struct RedisConfiguration: Sendable, Hashable {
     /// Redis Cluster seed nodes (`redis+cluster://h1:p1,h2:p2`); empty for a
     /// single server. The client reads the slot map from any of them.
     package var clusterSeeds: [Address] = []
+    /// Largest reply accepted while it is being parsed (bytes received since
+    /// the last complete reply). A peer that sends more, such as a bogus bulk
+    /// length it never completes, has its connection closed and re-opened.
+    package var maxReplyBytes = 256 << 20
+    /// How often an idle link is checked with `PING` (also in subscribe mode,
+    /// where Redis allows it); `nil` turns checks off. A link whose peer has
+    /// vanished without a FIN or RST is only noticed this way.
+    package var healthCheckInterval: Duration? = .seconds(1)
+    /// How long a health-check `PING` may wait for its reply before the link
+    /// is declared dead, closed and re-opened. It queues behind the commands
+    /// in flight, so keep it above the longest blocking command.
+    package var healthCheckTimeout: Duration = .seconds(2)
+    /// Called when a limit of this configuration bites (for metrics).
+    package var hooks = Hooks()
+
+    /// Callbacks for metrics; they take no part in equality.
+    package struct Hooks: Sendable, Hashable {
+        /// A reply grew past ``RedisConfiguration/maxReplyBytes``.
+        package var replyTooLarge: (@Sendable () -> Void)?
+
+        package init(replyTooLarge: (@Sendable () -> Void)? = nil) {
+            self.replyTooLarge = replyTooLarge
+        }
+
+        package static func == (lhs: Hooks, rhs: Hooks) -> Bool { true }
+        package func hash(into hasher: inout Hasher) {}
+    }
 
     /// A Redis server's host and port.
     package struct Address: Sendable, Hashable, CustomStringConvertible {
@@ -94,7 +121,7 @@ package struct RedisConfiguration: Sendable, Hashable {
             let base = initial.seconds * pow(multiplier, Double(min(attempt, 62)))
             let capped = min(base, maximum.seconds)
             let factor = 1 - jitter * Double.random(in: 0...1)
-            return .nanoseconds(Int64(capped * factor * 1e9))
+            return .seconds(saturating: capped * factor)
         }
     }
 
@@ -227,15 +254,4 @@ package struct RedisConfiguration: Sendable, Hashable {
         default: return nil
         }
     }
-}
-
-extension Duration {
-    /// The duration in (fractional) seconds.
-    var seconds: Double {
-        let (s, attoseconds) = components
-        return Double(s) + Double(attoseconds) / 1e18
-    }
-
-    /// The duration as a NIO `TimeAmount`.
-    var timeAmount: TimeAmount { .nanoseconds(Int64(seconds * 1e9)) }
 }

@@ -163,6 +163,11 @@ package actor RedisConnection: Service, RedisReconnecting {
         var index = 0
         for command in commands {
             index += command.replyCount
+            // A push-only command (no reply of its own) gets `.null`.
+            guard command.replyCount > 0, index > 0, index <= replies.count else {
+                results.append(command.replyCount == 0 ? .success(.null) : .failure(.protocolError("missing reply")))
+                continue
+            }
             switch replies[index - 1] {
             case .error(let message): results.append(.failure(.reply(message)))
             case let value: results.append(.success(value))

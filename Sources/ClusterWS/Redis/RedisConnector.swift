@@ -21,8 +21,11 @@ enum RedisConnector {
             .channelOption(.socketOption(.so_keepalive), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers(
-                        HiredisReplyDecoder(), RedisCommandHandler(pushSink: pushSink))
+                    guard let decoder = HiredisReplyDecoder(maxReplyBytes: configuration.maxReplyBytes,
+                                                            onReplyTooLarge: configuration.hooks.replyTooLarge) else {
+                        throw RedisError.protocolError("hiredis could not allocate a reply reader")
+                    }
+                    try channel.pipeline.syncOperations.addHandlers(decoder, RedisCommandHandler(pushSink: pushSink))
                 }
             }
         let channel: any Channel

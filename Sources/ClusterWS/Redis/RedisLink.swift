@@ -10,7 +10,10 @@ struct RedisLink {
     enum Phase {
         case idle
         case connecting
-        case connected(any Channel)
+        /// Connected; setup commands (a subscriber's re-subscribe) are running.
+        case preparing(any Channel)
+        /// Connected and set up; health checks are answered.
+        case ready(any Channel)
         case disconnected
         case shutdown
     }
@@ -27,8 +30,16 @@ struct RedisLink {
     private var nextWaiterID = 0
 
     var channel: (any Channel)? {
-        if case .connected(let channel) = phase { return channel }
-        return nil
+        switch phase {
+        case .preparing(let channel), .ready(let channel): channel
+        default: nil
+        }
+    }
+
+    /// Set up, and its last health check (if any) was answered in time.
+    var isReady: Bool {
+        if case .ready(let channel) = phase { return channel.isActive }
+        return false
     }
 
     mutating func addWaiter(after generation: Int, _ continuation: CheckedContinuation<Void, any Error>) -> Int {
@@ -98,9 +109,10 @@ extension RedisReconnecting {
             link.phase = .connecting
             do {
                 let channel = try await openChannel()
-                link.phase = .connected(channel)
+                link.phase = .preparing(channel)
                 do {
                     try await prepare(channel)
+                    link.phase = .ready(channel)
                     link.markReady()
                     attempt = 0
                     logger.debug("redis connected", metadata: ["redis.generation": "\(link.generation)"])
@@ -132,11 +144,44 @@ extension RedisReconnecting {
         link.failAllWaiters(with: .shutdown)
     }
 
+    /// Waits until `channel` closes, checking meanwhile that Redis still
+    /// answers: a peer that vanished without a FIN or RST (a dead host, a NAT
+    /// that forgot the flow) is only noticed by a `PING` that gets no reply.
     private func waitForClose(_ channel: any Channel) async {
+        let interval = configuration.healthCheckInterval
+        let timeout = configuration.healthCheckTimeout
+        let logger = self.logger
         await withTaskCancellationHandler {
-            try? await channel.closeFuture.get()
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { try? await channel.closeFuture.get() }
+                if let interval {
+                    group.addTask { await Self.checkHealth(of: channel, every: interval, timeout: timeout, logger: logger) }
+                }
+                await group.next()
+                group.cancelAll()
+            }
         } onCancel: {
             channel.close(promise: nil)
+        }
+    }
+
+    /// Pings `channel` every `interval` until it closes; one `PING` without a
+    /// reply within `timeout` closes it (the reconnect loop takes over).
+    private static func checkHealth(of channel: any Channel, every interval: Duration, timeout: Duration,
+                                    logger: Logger) async {
+        while channel.isActive {
+            do { try await Task.sleep(for: interval) } catch { return }
+            guard channel.isActive else { return }
+            do {
+                _ = try await RedisConnector.execute([RedisCommand("PING")], on: channel, timeout: timeout)[0].get()
+            } catch RedisError.timeout {
+                logger.warning("redis did not answer a health check in time; reconnecting",
+                               metadata: ["timeout": "\(timeout)"])
+                channel.close(promise: nil)
+                return
+            } catch {
+                return  // the channel is closing anyway
+            }
         }
     }
 

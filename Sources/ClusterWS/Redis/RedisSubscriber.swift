@@ -20,9 +20,10 @@ import ServiceLifecycle
 /// ```
 ///
 /// Pub/sub is at-most-once: messages published while the subscriber is
-/// disconnected are not seen. If the consumer of ``messages`` falls more than
-/// `bufferLimit` messages behind, newer messages are dropped and counted in
-/// ``droppedMessages`` rather than growing memory without bound.
+/// disconnected are not seen. If the consumer of ``messages`` falls behind by
+/// more than the buffer's limits (messages or bytes), newer messages are
+/// dropped and counted in ``droppedMessages`` rather than growing memory
+/// without bound.
 package actor RedisSubscriber: Service, RedisReconnecting {
     package let configuration: RedisConfiguration
     nonisolated let eventLoop: any EventLoop
@@ -44,11 +45,14 @@ package actor RedisSubscriber: Service, RedisReconnecting {
     }
 
     /// Creates a subscriber; nothing connects until ``run()``.
-    /// - Parameter bufferLimit: how many undelivered messages ``messages`` holds.
+    /// - Parameters:
+    ///   - buffer: how many undelivered messages and bytes ``messages`` holds.
+    ///   - onOverflow: told how many messages were dropped for lack of room.
     package init(
         configuration: RedisConfiguration,
         eventLoop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next(),
-        bufferLimit: Int = 100_000,
+        buffer limits: PubSubBuffer.Limits = .init(),
+        onOverflow: (@Sendable (Int) -> Void)? = nil,
         logger: Logger = Logger(label: "clusterws.redis.subscriber"),
         reconnects: Counter? = nil,
         sharded: Bool = false,
@@ -64,7 +68,7 @@ package actor RedisSubscriber: Service, RedisReconnecting {
         logger[metadataKey: "redis.address"] = "\(configuration.address)"
         self.logger = logger
         self.ownsBuffer = buffer == nil
-        let buffer = buffer ?? PubSubBuffer(limit: bufferLimit)
+        let buffer = buffer ?? PubSubBuffer(limits: limits, onOverflow: onOverflow)
         self.buffer = buffer
         messages = PubSubMessages(buffer: buffer)
     }
@@ -115,7 +119,7 @@ package actor RedisSubscriber: Service, RedisReconnecting {
     /// The channels currently wanted.
     package var subscribedChannels: Set<String> { channels }
 
-    /// Messages dropped because ``messages`` was `bufferLimit` behind.
+    /// Messages dropped because ``messages`` was at its limits.
     package nonisolated var droppedMessages: Int { buffer.dropped }
 
     /// How many times this subscriber has connected and subscribed.

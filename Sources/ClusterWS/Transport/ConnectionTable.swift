@@ -16,8 +16,18 @@ final class ConnectionTable: Sendable {
             var except: Set<Int>
             var targets: [WebSocket]?
         }
-        /// Entries queued since the last drain, and whether a drain is scheduled.
-        let outbox = Mutex<(messages: [Entry], written: [EventLoopPromise<Void>], scheduled: Bool)>(([], [], false))
+        /// What waits for the next drain.
+        struct Outbox {
+            /// Entries queued since the last drain, in order.
+            var messages: [Entry] = []
+            /// Promises of `broadcastAndWait` callers, succeeded by the drain.
+            var written: [EventLoopPromise<Void>] = []
+            /// Whether a drain is scheduled.
+            var scheduled = false
+            /// Payload bytes of `messages` (bounded by `fanOutQueueBytes`).
+            var bytes = 0
+        }
+        let outbox = Mutex(Outbox())
         init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
     }
 

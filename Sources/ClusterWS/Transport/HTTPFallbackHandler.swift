@@ -5,7 +5,7 @@ public import NIOHTTP1
 public struct PlainHTTPRequest: Sendable {
     /// Method, URI, version and headers.
     public var head: HTTPRequestHead
-    /// The request body (at most 1 MiB).
+    /// The request body (at most `maxRequestBodyBytes`, 1 MiB by default).
     public var body: ByteBuffer
 }
 
@@ -32,8 +32,11 @@ public struct PlainHTTPResponse: Sendable {
 }
 
 /// Answers plain HTTP requests (through a responder hook, e.g. `/health`) and
-/// every refused WebSocket handshake, with a real HTTP response. Closes the
-/// connection after answering.
+/// every refused WebSocket handshake, with a real HTTP response.
+///
+/// One request per connection: once the first request is complete, nothing
+/// more is read (pipelined requests behind it are never run), the answer is
+/// written, and the connection is closed.
 final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -41,36 +44,57 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
     private let handshake: NIOLoopBoundBox<HandshakeInfo>
     private let isWebSocketPath: @Sendable (Substring) -> Bool
     private let responder: @Sendable () -> (@Sendable (PlainHTTPRequest) async -> PlainHTTPResponse)?
+    private let maxBodyBytes: Int
+    private let counters: NodeCounters
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
+    /// Set when the first request is complete (or refused): everything after it is ignored.
+    private var busy = false
     private var answered = false
-    private static let maxBody = 1 << 20
 
     init(
         handshake: NIOLoopBoundBox<HandshakeInfo>,
+        maxBodyBytes: Int,
+        counters: NodeCounters,
         isWebSocketPath: @escaping @Sendable (Substring) -> Bool,
         responder: @escaping @Sendable () -> (@Sendable (PlainHTTPRequest) async -> PlainHTTPResponse)?
     ) {
         self.handshake = handshake
+        self.maxBodyBytes = maxBodyBytes
+        self.counters = counters
         self.isWebSocketPath = isWebSocketPath
         self.responder = responder
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !answered else { return }
+        guard !busy else { return }
         switch unwrapInboundIn(data) {
         case .head(let requestHead):
             head = requestHead
         case .body(var chunk):
-            guard body.readableBytes + chunk.readableBytes <= Self.maxBody else {
+            guard body.readableBytes + chunk.readableBytes <= maxBodyBytes else {
+                counters.hit(.requestBody)
                 return respond(context: context, PlainHTTPResponse.text("request body too large\n", status: .payloadTooLarge))
             }
             body.writeBuffer(&chunk)
         case .end:
             guard let head else { return }
             handshake.value.timer?.cancel()
+            // One request at a time: stop reading until this one is answered (then we close).
+            busy = true
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
             route(context: context, head: head)
         }
+    }
+
+    /// A request NIO's decoder could not parse: its protocol error handler
+    /// has already written and flushed `400 Bad Request`; close at once.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Other errors (a refused upgrade) are answered by `route` with their own status.
+        guard error is HTTPParserError else { return context.fireErrorCaught(error) }
+        busy = true
+        answered = true
+        context.close(promise: nil)
     }
 
     private func route(context: ChannelHandlerContext, head: HTTPRequestHead) {
@@ -104,6 +128,7 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
     private func respond(context: ChannelHandlerContext, _ response: PlainHTTPResponse) {
         guard !answered else { return }
         answered = true
+        busy = true
         var headers = response.headers
         headers.replaceOrAdd(name: "Content-Length", value: String(response.body.readableBytes))
         headers.replaceOrAdd(name: "Connection", value: "close")
@@ -124,6 +149,8 @@ package struct HandshakeInfo {
     package var rejection: HandshakeRejection?
     var attributes: [String: String] = [:]
     var timer: Scheduled<Void>?
+    /// Counted among the server's pending handshakes (until upgraded or closed).
+    var pending = false
 
     package init() {}
 }

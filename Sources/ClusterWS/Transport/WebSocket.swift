@@ -29,7 +29,7 @@ public actor WebSocket {
     nonisolated let channel: any Channel
     nonisolated let inbound: InboundBuffer
     private let maxOutboundBufferBytes: Int
-    private let counters: TransportCounters
+    let counters: NodeCounters
     private var unwritableBytes = 0
     private var flushScheduled = false
     /// Asks the handler to close: (code, reason, abort). `abort` closes TCP at
@@ -47,15 +47,16 @@ public actor WebSocket {
     /// The event loop this connection (and this actor) runs on.
     public nonisolated var eventLoop: any EventLoop { channel.eventLoop }
 
-    init(id: Int, request: WebSocketRequest, attributes: [String: String], channel: any Channel,
-         configuration: WebSocketServerConfiguration, counters: TransportCounters) {
+    package init(id: Int, request: WebSocketRequest, attributes: [String: String], channel: any Channel,
+                 configuration: WebSocketServerConfiguration, counters: NodeCounters) {
         self.counters = counters
         self.id = id
         self.request = request
         self.attributes = attributes
         self.channel = channel
         self.maxOutboundBufferBytes = configuration.maxOutboundBufferBytes
-        self.inbound = InboundBuffer(limit: configuration.inboundBufferLimit, channel: channel)
+        self.inbound = InboundBuffer(limit: configuration.inboundBufferLimit, byteLimit: configuration.inboundBufferBytes,
+                                     channel: channel, counters: counters)
     }
 
     /// Every message the client sends, in order, until the connection closes.
@@ -105,15 +106,17 @@ public actor WebSocket {
     }
 
     /// Writes an encoded frame without scheduling a flush (a fan-out flushes
-    /// once per batch). A client whose socket stays unwritable while more than
-    /// `maxOutboundBufferBytes` pile up is closed at once with 1008 and counted.
+    /// once per batch). Every write to the client goes through here (data,
+    /// and pongs answering its pings), so a client whose socket stays
+    /// unwritable while more than `maxOutboundBufferBytes` pile up is closed
+    /// at once with 1008 and counted, whatever it made us write.
     func writeWithoutFlush(_ bytes: ByteBuffer) -> Bool {
         guard closeCode == nil else { return false }
         if !channel.isWritable {
             unwritableBytes += bytes.readableBytes
             if unwritableBytes > maxOutboundBufferBytes {
                 if let close = closeRequested {
-                    counters.slowConsumerCloses.add(1, ordering: .relaxed)
+                    counters.drop(.slowConsumer)
                     close(.policyViolation, "slow consumer", true)
                 }
                 return false
@@ -121,11 +124,6 @@ public actor WebSocket {
         }
         channel.write(bytes, promise: nil)
         return true
-    }
-
-    func countRateLimitClose() {
-        counters.rateLimitCloses.add(1, ordering: .relaxed)
-        counters.rateLimitDrops.increment()
     }
 
     func countInbound(_ kind: WebSocketMessage.Kind) {
@@ -168,6 +166,13 @@ public struct WebSocketRequest: Sendable {
     /// The peer's address, as text.
     public var remoteAddress: String?
 
+    package init(path: String, uri: String, headers: HTTPHeaders, remoteAddress: String?) {
+        self.path = path
+        self.uri = uri
+        self.headers = headers
+        self.remoteAddress = remoteAddress
+    }
+
     /// The first value of header `name` (case-insensitive).
     public func header(_ name: String) -> String? {
         headers[name].first
@@ -182,15 +187,4 @@ public struct WebSocketRequest: Sendable {
         }
         return nil
     }
-}
-
-/// Counters shared by a server's connections.
-final class TransportCounters: Sendable {
-    let slowConsumerCloses = Atomic<Int>(0)
-    let rateLimitCloses = Atomic<Int>(0)
-    /// `clusterws_messages_in_total{kind}` (swift-metrics).
-    let textIn = Counter(label: "clusterws_messages_in_total", dimensions: [("kind", "text")])
-    let binaryIn = Counter(label: "clusterws_messages_in_total", dimensions: [("kind", "binary")])
-    /// `clusterws_drops_total{reason="rate_limit"}`.
-    let rateLimitDrops = Counter(label: "clusterws_drops_total", dimensions: [("reason", "rate_limit")])
 }

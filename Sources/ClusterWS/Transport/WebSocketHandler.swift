@@ -1,13 +1,13 @@
 import CoreMetrics
-import NIOCore
-import NIOWebSocket
+package import NIOCore
+package import NIOWebSocket
 
 /// The channel handler of an upgraded connection: frames in, through the
 /// protocol state machine, whole messages out to the connection's
 /// ``WebSocket`` actor — on the same event loop, so without a hop or a task.
-final class WebSocketHandler: ChannelInboundHandler {
-    typealias InboundIn = WebSocketFrame
-    typealias OutboundOut = ByteBuffer
+package final class WebSocketHandler: ChannelInboundHandler {
+    package typealias InboundIn = WebSocketFrame
+    package typealias OutboundOut = ByteBuffer
 
     private var machine: WebSocketStateMachine
     private let socket: WebSocket
@@ -17,32 +17,27 @@ final class WebSocketHandler: ChannelInboundHandler {
     private var closeTimer: Scheduled<Void>?
     private var awaitingPong = false
     private var heardFromPeer = false
-    /// Inbound rate limit: a token bucket refilled at `maxMessagesPerSecond`.
-    private var tokens: Double
-    private var refilled = NIODeadline.now()
+    /// Inbound rate limits: messages (pings and pongs included) and bytes (every frame).
+    private var messageBucket: TokenBucket?
+    private var byteBucket: TokenBucket?
 
-    init(socket: WebSocket, configuration: WebSocketServerConfiguration,
-         onClose: @escaping (WebSocket, WebSocketCloseCode) -> Void) {
+    package init(socket: WebSocket, configuration: WebSocketServerConfiguration,
+                 onClose: @escaping (WebSocket, WebSocketCloseCode) -> Void) {
         self.socket = socket
         self.configuration = configuration
         self.onClose = onClose
         self.machine = WebSocketStateMachine(maxMessageSize: configuration.maxMessageSize)
-        self.tokens = Double((configuration.maxMessagesPerSecond ?? 0) * 2)
-    }
-
-    /// Takes a token for one inbound message; `false` when the client is too fast.
-    private func withinRate() -> Bool {
-        guard let rate = configuration.maxMessagesPerSecond else { return true }
         let now = NIODeadline.now()
-        let elapsed = Double((now - refilled).nanoseconds) / 1e9
-        refilled = now
-        tokens = min(Double(rate * 2), tokens + elapsed * Double(rate))
-        guard tokens >= 1 else { return false }
-        tokens -= 1
-        return true
+        self.messageBucket = configuration.maxMessagesPerSecond.map { TokenBucket(perSecond: $0, now: now) }
+        self.byteBucket = configuration.maxBytesPerSecond.map { TokenBucket(perSecond: $0, now: now) }
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    /// Takes a token for one inbound message or control frame; `false` when the client is too fast.
+    private func withinMessageRate() -> Bool {
+        messageBucket?.take(1, now: .now()) ?? true
+    }
+
+    package func handlerAdded(context: ChannelHandlerContext) {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         socket.assumeIsolated { socket in
             socket.attach { code, reason, abort in
@@ -57,12 +52,17 @@ final class WebSocketHandler: ChannelInboundHandler {
         scheduleKeepalive(context: context, after: nil)
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         heardFromPeer = true
-        perform(machine.receive(unwrapInboundIn(data)), context: context)
+        let frame = unwrapInboundIn(data)
+        if byteBucket?.take(frame.length, now: .now()) == false, machine.state == .open {
+            socket.counters.drop(.byteRateLimit)
+            return perform(machine.fail(.policyViolation, "byte rate limit"), context: context)
+        }
+        perform(machine.receive(frame), context: context)
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    package func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // Frame-level errors from NIO's WebSocketFrameDecoder.
         let action: WebSocketStateMachine.Action
         switch error as? NIOWebSocketError {
@@ -73,13 +73,13 @@ final class WebSocketHandler: ChannelInboundHandler {
         perform(action, context: context)
     }
 
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
+    package func channelWritabilityChanged(context: ChannelHandlerContext) {
         let writable = context.channel.isWritable
         socket.assumeIsolated { $0.writabilityChanged(isWritable: writable) }
         context.fireChannelWritabilityChanged()
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         keepaliveTimer?.cancel()
         closeTimer?.cancel()
         machine.closed()
@@ -94,24 +94,27 @@ final class WebSocketHandler: ChannelInboundHandler {
         case .none:
             break
         case .deliver(let message):
-            guard withinRate() else {
-                socket.assumeIsolated { $0.countRateLimitClose() }
-                return perform(machine.fail(.policyViolation, "rate limit"), context: context)
-            }
+            guard withinMessageRate() else { return failRateLimited(context: context) }
             socket.assumeIsolated { $0.countInbound(message.kind) }
             if socket.inbound.append(message) {
                 context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
             }
         case .pong(let payload):
+            guard withinMessageRate() else { return failRateLimited(context: context) }
+            // Through the connection's write path, so pongs for a client that pings and never
+            // reads count against its outbound budget like any other frame.
             let frame = WebSocketFrameEncoding.frame(opcode: WebSocketFrameEncoding.opcodePong, payload: payload,
                                                      allocator: context.channel.allocator)
-            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+            socket.assumeIsolated { $0.write(frame) }
         case .pongReceived:
-            break  // channelRead already noted that the peer is alive
+            // channelRead already noted that the peer is alive; unsolicited pongs count against the rate.
+            guard withinMessageRate() else { return failRateLimited(context: context) }
         case .sendClose(let code, let reason, let thenCloseTCP):
             let frame = WebSocketFrameEncoding.closeFrame(code: code, reason: reason, allocator: context.channel.allocator)
             if thenCloseTCP {
                 context.writeAndFlush(wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+                // A peer that never reads never lets that write complete: close anyway.
+                armCloseTimer(context: context)
             } else {
                 context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
             }
@@ -120,11 +123,24 @@ final class WebSocketHandler: ChannelInboundHandler {
         }
     }
 
+    private func failRateLimited(context: ChannelHandlerContext) {
+        socket.counters.drop(.rateLimit)
+        perform(machine.fail(.policyViolation, "rate limit"), context: context)
+    }
+
     /// Server-side close: send a close frame, then wait for the peer's close
     /// frame up to the close timeout.
     private func startClose(context: ChannelHandlerContext, code: WebSocketCloseCode, reason: String) {
         guard machine.startClose(code) else { return }
         perform(.sendClose(code, reason: reason, thenCloseTCP: false), context: context)
+        armCloseTimer(context: context)
+    }
+
+    /// Every close ends: whatever started it, TCP is closed at the latest
+    /// `closeTimeout` after our close frame was queued, even if the peer
+    /// never reads it (so never lets it be written) and never answers.
+    private func armCloseTimer(context: ChannelHandlerContext) {
+        guard closeTimer == nil else { return }
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         closeTimer = context.eventLoop.scheduleTask(in: configuration.closeTimeout.timeAmount) {
             bound.value.close(promise: nil)
@@ -159,6 +175,7 @@ final class WebSocketHandler: ChannelInboundHandler {
         guard machine.state == .open else { return }
         if awaitingPong {
             guard heardFromPeer else {
+                socket.counters.drop(.keepaliveTimeout)
                 perform(machine.fail(.policyViolation, "keepalive timeout"), context: context)
                 return
             }

@@ -2,11 +2,13 @@ import NIOCore
 import Synchronization
 
 /// Messages received on one connection and not yet consumed, with TCP
-/// backpressure: at `limit` waiting messages the socket stops being read,
-/// and reading resumes when the consumer has taken half of them.
+/// backpressure: at `limit` waiting messages or `byteLimit` waiting payload
+/// bytes the socket stops being read (counted as a limit hit), and reading
+/// resumes when the consumer has taken half of each.
 final class InboundBuffer: Sendable {
     private struct State {
         var messages: CircularBuffer<WebSocketMessage> = CircularBuffer(initialCapacity: 4)
+        var bytes = 0
         var waiter: CheckedContinuation<WebSocketMessage?, Never>?
         var finished = false
         var paused = false
@@ -14,11 +16,15 @@ final class InboundBuffer: Sendable {
 
     private let state = Mutex(State())
     private let limit: Int
+    private let byteLimit: Int
     private let channel: any Channel
+    private let counters: NodeCounters
 
-    init(limit: Int, channel: any Channel) {
+    init(limit: Int, byteLimit: Int, channel: any Channel, counters: NodeCounters) {
         self.limit = max(limit, 1)
+        self.byteLimit = max(byteLimit, 1)
         self.channel = channel
+        self.counters = counters
     }
 
     /// Adds a message (on the event loop). Returns `true` if reading should pause.
@@ -30,13 +36,15 @@ final class InboundBuffer: Sendable {
                 return (waiter, false)
             }
             state.messages.append(message)
-            if state.messages.count >= limit, !state.paused {
+            state.bytes += message.data.readableBytes
+            if state.messages.count >= limit || state.bytes >= byteLimit, !state.paused {
                 state.paused = true
                 return (nil, true)
             }
             return (nil, false)
         }
         waiter?.resume(returning: message)
+        if pause { counters.hit(.inboundBuffer) }
         return pause
     }
 
@@ -53,8 +61,9 @@ final class InboundBuffer: Sendable {
     func next() async -> WebSocketMessage? {
         let (message, resume) = state.withLock { state -> (WebSocketMessage??, Bool) in
             if let message = state.messages.popFirst() {
+                state.bytes -= message.data.readableBytes
                 var resume = false
-                if state.paused, state.messages.count <= limit / 2 {
+                if state.paused, state.messages.count <= limit / 2, state.bytes <= byteLimit / 2 {
                     state.paused = false
                     resume = true
                 }
@@ -72,7 +81,10 @@ final class InboundBuffer: Sendable {
         if let message { return message }
         return await withCheckedContinuation { continuation in
             let ready = state.withLock { state -> WebSocketMessage?? in
-                if let message = state.messages.popFirst() { return .some(message) }
+                if let message = state.messages.popFirst() {
+                    state.bytes -= message.data.readableBytes
+                    return .some(message)
+                }
                 if state.finished { return .some(nil) }
                 state.waiter = continuation
                 return nil

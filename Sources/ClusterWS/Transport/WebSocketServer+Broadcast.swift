@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import Synchronization
 
@@ -28,19 +29,38 @@ extension WebSocketServer {
 
     private func enqueue(_ messages: [WebSocketMessage], except: Set<Int>, notify: Bool) -> [EventLoopFuture<Void>] {
         guard !messages.isEmpty else { return [] }
+        let size = messages.reduce(0) { $0 + $1.data.readableBytes }
         var written: [EventLoopFuture<Void>] = []
         for share in connections.shares {
             let promise = notify ? share.eventLoop.makePromise(of: Void.self) : nil
             if let promise { written.append(promise.futureResult) }
-            let schedule = share.outbox.withLock { outbox -> Bool in
+            let (schedule, fits) = share.outbox.withLock { outbox -> (Bool, Bool) in
+                guard outbox.bytes + size <= configuration.fanOutQueueBytes || outbox.messages.isEmpty else {
+                    return (false, false)
+                }
+                outbox.bytes += size
                 for message in messages { outbox.messages.append(.init(message: message, except: except, targets: nil)) }
                 if let promise { outbox.written.append(promise) }
                 defer { outbox.scheduled = true }
-                return !outbox.scheduled
+                return (!outbox.scheduled, true)
+            }
+            guard fits else {
+                overflowed(share, messages: messages.count)
+                promise?.succeed()
+                continue
             }
             if schedule { share.eventLoop.execute { Self.drain(share) } }
         }
         return written
+    }
+
+    /// A loop's fan-out queue is over its byte budget: its loop is starved
+    /// (something blocks it) or fed faster than it can write. Newer messages
+    /// for it are dropped and counted rather than queued without bound.
+    private func overflowed(_ share: ConnectionTable.LoopShare, messages: Int) {
+        counters.drop(.fanOutOverflow, count: messages)
+        counters.logLimiter.log(logger, .warning, "an event loop's fan-out queue is full; dropping messages for it",
+                                key: "fanout_overflow", metadata: ["limit": "\(configuration.fanOutQueueBytes)"])
     }
 
     /// Sends `message` to `sockets` through the same per-loop queue as
@@ -51,12 +71,21 @@ extension WebSocketServer {
         guard !sockets.isEmpty else { return }
         var perLoop: [ObjectIdentifier: [WebSocket]] = [:]
         for socket in sockets { perLoop[ObjectIdentifier(socket.eventLoop), default: []].append(socket) }
+        let size = message.data.readableBytes
         for (_, targets) in perLoop {
             let share = connections.share(of: targets[0].eventLoop)
-            let schedule = share.outbox.withLock { outbox -> Bool in
+            let (schedule, fits) = share.outbox.withLock { outbox -> (Bool, Bool) in
+                guard outbox.bytes + size <= configuration.fanOutQueueBytes || outbox.messages.isEmpty else {
+                    return (false, false)
+                }
+                outbox.bytes += size
                 outbox.messages.append(.init(message: message, except: [], targets: targets))
                 defer { outbox.scheduled = true }
-                return !outbox.scheduled
+                return (!outbox.scheduled, true)
+            }
+            guard fits else {
+                overflowed(share, messages: 1)
+                continue
             }
             if schedule { share.eventLoop.execute { Self.drain(share) } }
         }
@@ -69,7 +98,7 @@ extension WebSocketServer {
 
     private static func drain(_ share: ConnectionTable.LoopShare) {
         let (queued, written) = share.outbox.withLock { outbox in
-            defer { outbox = ([], [], false) }
+            defer { outbox = .init() }
             return (outbox.messages, outbox.written)
         }
         defer { for promise in written { promise.succeed() } }

@@ -1,3 +1,4 @@
+public import CoreMetrics
 public import Logging
 public import NIOCore
 package import NIOHTTP1
@@ -53,19 +54,34 @@ public final class WebSocketServer: Service, Sendable {
     let logger: Logger
     private let state = Mutex(State())
     let connections: ConnectionTable
-    let counters = TransportCounters()
+    /// Drops and limit hits (and messages in), through the metrics factory.
+    package let counters: NodeCounters
+    /// Connections accepted and not yet upgraded (or closed).
+    private let pendingHandshakes = Atomic<Int>(0)
     private let opened: AsyncStream<(WebSocket, Route)>
     private let openedContinuation: AsyncStream<(WebSocket, Route)>.Continuation
 
     /// Creates a server; nothing is bound until ``run()``.
-    public init(
+    /// - Parameter metricsFactory: where its counters go (`clusterws_messages_in_total`,
+    ///   `clusterws_drops_total`, `clusterws_limit_hits_total`); `nil` uses the
+    ///   process-wide `MetricsSystem`.
+    public convenience init(
         configuration: WebSocketServerConfiguration = .init(),
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        logger: Logger = Logger(label: "clusterws.transport")
+        logger: Logger = Logger(label: "clusterws.transport"),
+        metricsFactory: (any MetricsFactory)? = nil
     ) {
+        self.init(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger,
+                  counters: NodeCounters(factory: metricsFactory ?? MetricsSystem.factory))
+    }
+
+    /// Creates a server that counts into `counters` (a cluster node's, with its dimensions).
+    package init(configuration: WebSocketServerConfiguration, eventLoopGroup: any EventLoopGroup, logger: Logger,
+                 counters: NodeCounters) {
         self.configuration = configuration
         self.group = eventLoopGroup
         self.logger = logger
+        self.counters = counters
         self.connections = ConnectionTable(group: eventLoopGroup)
         (opened, openedContinuation) = AsyncStream.makeStream()
     }
@@ -127,11 +143,20 @@ public final class WebSocketServer: Service, Sendable {
     /// Open connections right now.
     public var connectionCount: Int { connections.count }
 
+    /// Connections accepted that have not finished (or failed) their handshake yet.
+    package var pendingHandshakeCount: Int { pendingHandshakes.load(ordering: .relaxed) }
+
     /// Clients closed with 1008 because they read too slowly.
-    public var slowConsumerCloses: Int { counters.slowConsumerCloses.load(ordering: .relaxed) }
+    public var slowConsumerCloses: Int { counters.dropped(.slowConsumer) }
 
     /// Clients closed with 1008 because they sent faster than `maxMessagesPerSecond`.
-    public var rateLimitCloses: Int { counters.rateLimitCloses.load(ordering: .relaxed) }
+    public var rateLimitCloses: Int { counters.dropped(.rateLimit) }
+
+    /// Clients closed with 1008 because they sent more than `maxBytesPerSecond`.
+    public var byteRateLimitCloses: Int { counters.dropped(.byteRateLimit) }
+
+    /// Messages dropped because an event loop's fan-out queue was over `fanOutQueueBytes`.
+    public var fanOutDrops: Int { counters.dropped(.fanOutOverflow) }
 
     /// Binds, serves until cancelled or shut down gracefully, then closes every
     /// connection with 1001 and returns.
@@ -217,19 +242,40 @@ public final class WebSocketServer: Service, Sendable {
     }
 
     private func initialize(_ channel: any Channel) throws {
+        // A budget for connections still in the handshake: past it, close at once.
+        guard pendingHandshakes.add(1, ordering: .relaxed).newValue <= configuration.maxPendingHandshakes else {
+            pendingHandshakes.subtract(1, ordering: .relaxed)
+            counters.hit(.pendingHandshakes)
+            counters.logLimiter.log(logger, .warning, "too many connections in the handshake; closing new ones",
+                                    key: "pending_handshakes", metadata: ["limit": "\(configuration.maxPendingHandshakes)"])
+            throw HandshakeRejection.unavailable("too many connections in the handshake")  // NIO closes the channel
+        }
         let handshake = NIOLoopBoundBox(HandshakeInfo(), eventLoop: channel.eventLoop)
+        handshake.value.pending = true
+        channel.closeFuture.whenComplete { _ in self.handshakeEnded(handshake) }
         let upgrader = WebSocketUpgrader(server: self, handshake: handshake)
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(
             withPipeliningAssistance: false,
             withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }),
             withErrorHandling: true)
+        try channel.pipeline.syncOperations.addHandler(
+            HTTPHeadLimitHandler(maxBytes: configuration.maxRequestHeadBytes, counters: counters), position: .first)
         try channel.pipeline.syncOperations.addHandler(HTTPFallbackHandler(
             handshake: handshake,
+            maxBodyBytes: configuration.maxRequestBodyBytes,
+            counters: counters,
             isWebSocketPath: { path in self.state.withLock { $0.routes[String(path)] != nil } },
             responder: { self.state.withLock { $0.responder } }))
         handshake.value.timer = channel.eventLoop.scheduleTask(in: configuration.handshakeTimeout.timeAmount) {
             channel.close(promise: nil)
         }
+    }
+
+    /// The connection left the handshake (upgraded or closed): once per connection, on its loop.
+    private func handshakeEnded(_ handshake: NIOLoopBoundBox<HandshakeInfo>) {
+        guard handshake.value.pending else { return }
+        handshake.value.pending = false
+        pendingHandshakes.subtract(1, ordering: .relaxed)
     }
 
     /// Route lookup, origin check and the route's own decision.
@@ -246,6 +292,7 @@ public final class WebSocketServer: Service, Sendable {
         guard let route else { return reject(.notFound) }
         guard !shuttingDown else { return reject(.unavailable("server shutting down")) }
         guard connections.count < configuration.maxConnections else {
+            counters.hit(.connections)
             return reject(.unavailable("server at its connection limit"))
         }
         if let allowed = configuration.allowedOrigins {
@@ -267,6 +314,7 @@ public final class WebSocketServer: Service, Sendable {
                     let rejection: HandshakeRejection = switch status {
                     case .unauthorized: .unauthorized(reason)
                     case .tooManyRequests: .tooManyRequests(reason)
+                    case .badRequest: .badRequest(reason)
                     default: .forbidden(reason)
                     }
                     handshake.value.rejection = rejection
@@ -284,6 +332,7 @@ public final class WebSocketServer: Service, Sendable {
     /// registered, handed to the route's `onOpen`. Call on the channel's loop.
     package func installWebSocket(channel: any Channel, head: HTTPRequestHead, handshake: NIOLoopBoundBox<HandshakeInfo>) throws {
         handshake.value.timer?.cancel()
+        handshakeEnded(handshake)
         let path = String(HandshakeValidator.path(of: head.uri))
         guard let route = state.withLock({ $0.routes[path] }) else { throw HandshakeRejection.notFound }
         let id = state.withLock { state in

@@ -29,13 +29,36 @@ public struct WebSocketServerConfiguration: Sendable {
     /// past this the server stops reading that socket until the application
     /// catches up (TCP backpressure).
     public var inboundBufferLimit: Int
+    /// Payload bytes received but not yet consumed from ``WebSocket/messages``;
+    /// past this the server stops reading that socket, like ``inboundBufferLimit``.
+    /// A connection holds at most this plus one message (``maxMessageSize``).
+    public var inboundBufferBytes: Int
+    /// Bytes per second a connection may send, counting every frame (data and
+    /// control), through a token bucket holding up to twice as many; a faster
+    /// client is closed with 1008 and counted. `nil`: no limit.
+    public var maxBytesPerSecond: Int?
+    /// Payload bytes waiting in one event loop's fan-out queue (broadcasts and
+    /// routed messages not yet written to its sockets). Past it, newer messages
+    /// are dropped for that loop and counted (`reason="fanout_overflow"`):
+    /// the queue only grows when the loop is starved, and must not grow forever.
+    public var fanOutQueueBytes: Int
+    /// TCP connections that have not finished their HTTP upgrade yet; past it,
+    /// new connections are closed at once and counted.
+    public var maxPendingHandshakes: Int
+    /// Largest HTTP request head (request line and headers); a bigger one gets
+    /// HTTP 431 and the connection is closed.
+    public var maxRequestHeadBytes: Int
+    /// Largest body of a plain HTTP request; a bigger one gets HTTP 413 and the
+    /// connection is closed.
+    public var maxRequestBodyBytes: Int
     /// Allowed `Origin` header values; `nil` allows any (and requests without one).
     /// A request from another origin is refused with HTTP 403.
     public var allowedOrigins: Set<String>?
     /// Open connections this server accepts; past it, upgrades get HTTP 503.
     public var maxConnections: Int
-    /// Messages per second a connection may send (a token bucket holding up
-    /// to twice as many); a faster client is closed with 1008. `nil`: no limit.
+    /// Messages per second a connection may send, pings and pongs included (a
+    /// token bucket holding up to twice as many); a faster client is closed
+    /// with 1008. `nil`: no limit.
     public var maxMessagesPerSecond: Int?
     /// Listen backlog.
     public var backlog: Int32
@@ -77,8 +100,20 @@ public struct WebSocketServerConfiguration: Sendable {
         backlog: Int32 = 4096,
         listen: Bool = true,
         maxConnections: Int = 50_000,
-        maxMessagesPerSecond: Int? = 200
+        maxMessagesPerSecond: Int? = 200,
+        inboundBufferBytes: Int = 1 << 20,
+        maxBytesPerSecond: Int? = 1 << 20,
+        fanOutQueueBytes: Int = 64 << 20,
+        maxPendingHandshakes: Int = 4_096,
+        maxRequestHeadBytes: Int = 16 << 10,
+        maxRequestBodyBytes: Int = 1 << 20
     ) {
+        self.inboundBufferBytes = inboundBufferBytes
+        self.maxBytesPerSecond = maxBytesPerSecond
+        self.fanOutQueueBytes = fanOutQueueBytes
+        self.maxPendingHandshakes = maxPendingHandshakes
+        self.maxRequestHeadBytes = maxRequestHeadBytes
+        self.maxRequestBodyBytes = maxRequestBodyBytes
         self.maxConnections = maxConnections
         self.maxMessagesPerSecond = maxMessagesPerSecond
         self.host = host

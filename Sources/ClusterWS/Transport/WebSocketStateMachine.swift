@@ -1,11 +1,11 @@
-import NIOCore
-import NIOWebSocket
+package import NIOCore
+package import NIOWebSocket
 
 /// The protocol side of one server connection, as a plain value: frames in,
 /// actions out. No I/O happens here, so every RFC 6455 rule is testable
 /// without a socket (the handler performs the actions).
-struct WebSocketStateMachine {
-    enum State: Equatable {
+package struct WebSocketStateMachine {
+    package enum State: Equatable {
         /// Messages flow both ways.
         case open
         /// We sent a close frame and wait for the peer's.
@@ -15,7 +15,7 @@ struct WebSocketStateMachine {
     }
 
     /// What the handler must do after a frame.
-    enum Action: Equatable {
+    package enum Action: Equatable {
         case none
         /// Hand a whole message to the application.
         case deliver(WebSocketMessage)
@@ -29,19 +29,19 @@ struct WebSocketStateMachine {
         case closeTCP
     }
 
-    private(set) var state: State = .open
+    package private(set) var state: State = .open
     private let maxMessageSize: Int
     private var fragments: ByteBuffer?
     private var fragmentKind: WebSocketMessage.Kind?
     private var utf8 = UTF8Validator()
     /// The code the peer closed with (or that we failed the connection with).
-    private(set) var closeCode: WebSocketCloseCode?
+    package private(set) var closeCode: WebSocketCloseCode?
 
-    init(maxMessageSize: Int) {
+    package init(maxMessageSize: Int) {
         self.maxMessageSize = maxMessageSize
     }
 
-    mutating func receive(_ frame: WebSocketFrame) -> Action {
+    package mutating func receive(_ frame: WebSocketFrame) -> Action {
         guard state != .closed else { return .none }
         guard let maskKey = frame.maskKey else { return fail(.protocolError, "unmasked client frame") }
         guard !frame.rsv1, !frame.rsv2, !frame.rsv3 else { return fail(.protocolError, "reserved bits set") }
@@ -92,12 +92,12 @@ struct WebSocketStateMachine {
             utf8 = UTF8Validator()
             return .deliver(WebSocketMessage(kind: kind, data: whole))
         }
-        if first {
+        if first || fragments == nil {
             fragments = data
             fragmentKind = kind
         } else {
             var data = data
-            fragments!.writeBuffer(&data)
+            fragments?.writeBuffer(&data)
         }
         return .none
     }
@@ -139,7 +139,7 @@ struct WebSocketStateMachine {
     }
 
     /// Fail the connection (§7.1.7): send a close frame with `code`, then close TCP.
-    mutating func fail(_ code: WebSocketCloseCode, _ reason: String) -> Action {
+    package mutating func fail(_ code: WebSocketCloseCode, _ reason: String) -> Action {
         guard state != .closed else { return .none }
         let alreadySent = state == .closeSent
         state = .closed

@@ -25,6 +25,12 @@ public struct WebSocketUpgradeDecision: Sendable {
         WebSocketUpgradeDecision(outcome: .reject(status: .tooManyRequests, reason: reason))
     }
 
+    /// Refuse with HTTP 400: the request is malformed for this route (for
+    /// example a uid that breaks the naming rules).
+    public static func badRequest(_ reason: String = "bad request") -> WebSocketUpgradeDecision {
+        WebSocketUpgradeDecision(outcome: .reject(status: .badRequest, reason: reason))
+    }
+
     /// Refuse with HTTP 403.
     public static func forbidden(_ reason: String = "forbidden") -> WebSocketUpgradeDecision {
         WebSocketUpgradeDecision(outcome: .reject(status: .forbidden, reason: reason))

@@ -144,11 +144,12 @@ struct ClusterLifecycleTests {
             Envelope(target: .fds(epoch: 9, [1, 2, 3]), kind: .binary, originNode: "a", originEpoch: 5, payload: ByteBuffer(bytes: [0, 1])),
             Envelope(target: .user("ü"), kind: .text, originNode: "n", originEpoch: 1, payload: ByteBuffer(string: "hi")),
             Envelope(target: .room("r"), kind: .text, originNode: "n", originEpoch: 1, payload: ByteBuffer()),
+            Envelope(target: .users(["a", "bé", ""]), kind: .binary, originNode: "n", originEpoch: 1, payload: ByteBuffer(string: "x")),
             Envelope(target: .all(except: [DistributedFD(node: "b", epoch: 2, fd: 3)]), kind: .binary, originNode: "n",
                      originEpoch: 1, payload: ByteBuffer(repeating: 7, count: 100_000)),
         ]
         for sample in samples {
-            let bytes = sample.encoded()
+            let bytes = try sample.encoded()
             #expect(try Envelope(decoding: bytes) == sample)
             for cut in [0, 1, 3, bytes.readableBytes / 2, bytes.readableBytes - 1] {
                 var short = bytes
@@ -159,7 +160,7 @@ struct ClusterLifecycleTests {
             long.writeInteger(UInt8(0))
             #expect(throws: EnvelopeError.trailingBytes(1)) { try Envelope(decoding: long) }
         }
-        var wrongVersion = samples[0].encoded()
+        var wrongVersion = try samples[0].encoded()
         wrongVersion.setInteger(UInt8(9), at: 2)
         #expect(throws: EnvelopeError.unsupportedVersion(9)) { try Envelope(decoding: wrongVersion) }
         // A count that claims more fds than there are bytes.

@@ -164,7 +164,7 @@ struct RoutingTests {
             for channel in ["test:all", "test:node:b", "test:user:g"] {
                 _ = try await cluster["a"].redis.send(RedisCommand("PUBLISH", .string(channel), "garbage"))
             }
-            var truncated = Envelope(target: .user("g"), kind: .text, originNode: "x", originEpoch: 1,
+            var truncated = try Envelope(target: .user("g"), kind: .text, originNode: "x", originEpoch: 1,
                                      payload: ByteBuffer(string: "hi")).encoded()
             truncated.moveWriterIndex(to: truncated.writerIndex - 1)
             _ = try await cluster["a"].redis.send(RedisCommand("PUBLISH", "test:user:g", .bytes(truncated)))

@@ -1,5 +1,6 @@
 @testable import ClusterWS
 import NIOCore
+import Synchronization
 import Testing
 
 @Suite("The subscriber's message buffer")
@@ -9,7 +10,7 @@ struct PubSubBufferTests {
     }
 
     @Test func aBatchTakesEverythingWaitingInOrderAndTheLimitDropsAndCounts() async {
-        let buffer = PubSubBuffer(limit: 3)
+        let buffer = PubSubBuffer(limits: .init(messages: 3))
         for index in 0..<5 { buffer.append(message(index)) }
         #expect(buffer.dropped == 2)
         let batch = await buffer.nextBatch()
@@ -22,8 +23,23 @@ struct PubSubBufferTests {
         #expect(buffer.dropped == 3)
     }
 
+    @Test func theByteBudgetDropsAndReportsOverflowButLetsOneBigMessageIntoAnEmptyBuffer() async {
+        let overflows = Mutex(0)
+        let buffer = PubSubBuffer(limits: .init(messages: 100, bytes: 1_000)) { count in overflows.withLock { $0 += count } }
+        let big = RedisPubSubMessage(channel: "c", payload: ByteBuffer(repeating: 1, count: 5_000))
+        buffer.append(big)  // alone: passes, or a message over the budget could never arrive
+        buffer.append(RedisPubSubMessage(channel: "c", payload: ByteBuffer(repeating: 2, count: 10)))  // over: dropped
+        #expect(buffer.dropped == 1)
+        #expect(overflows.withLock { $0 } == 1)
+        #expect(await buffer.nextBatch().map(\.payload.readableBytes) == [5_000])
+        for index in 0..<200 { buffer.append(RedisPubSubMessage(channel: "c", payload: ByteBuffer(repeating: UInt8(index % 256), count: 100))) }
+        #expect(buffer.dropped == 1 + 190)  // 10 × 100 bytes fit
+        #expect(overflows.withLock { $0 } == 191)
+        #expect(await buffer.nextBatch().count == 10)
+    }
+
     @Test func aWaitingConsumerIsWokenByAMessageAndByCancellation() async throws {
-        let buffer = PubSubBuffer(limit: 10)
+        let buffer = PubSubBuffer(limits: .init(messages: 10))
         let waiting = Task { await buffer.nextBatch().count }
         try await Task.sleep(for: .milliseconds(50))
         buffer.append(message(0))
@@ -36,7 +52,7 @@ struct PubSubBufferTests {
     }
 
     @Test func iteratorsMadeOneAfterAnotherLoseNothing() async {
-        let buffer = PubSubBuffer(limit: 10)
+        let buffer = PubSubBuffer(limits: .init(messages: 10))
         let messages = PubSubMessages(buffer: buffer)
         for index in 0..<4 { buffer.append(message(index)) }
         var seen: [String] = []

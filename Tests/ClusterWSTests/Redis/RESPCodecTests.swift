@@ -18,15 +18,38 @@ struct RESPCodecTests {
     }
 
     @Test func writesDecimals() {
-        for value in [0, 9, 10, 99, 100, 65_535, Int.max] {
+        for value in [0, 9, 10, 99, 100, 65_535, Int.max, -1, -10, Int.min] {
             var buffer = ByteBuffer()
             buffer.writeDecimal(value)
             #expect(String(buffer: buffer) == String(value))
         }
     }
 
+    @Test func negativeIntegerArgumentsAreEncoded() {
+        let command = RedisCommand("LRANGE", "k", 0, -1)
+        #expect(command.bytes.readableBytesView.elementsEqual("*4\r\n$6\r\nLRANGE\r\n$1\r\nk\r\n$1\r\n0\r\n$2\r\n-1\r\n".utf8))
+    }
+
+    /// A reply that grows past the budget before it completes (a bogus bulk
+    /// length, trickled) closes the channel with a typed error instead of
+    /// letting hiredis buffer it.
+    @Test func aReplyPastTheBudgetClosesTheChannel() throws {
+        let decoder = try #require(HiredisReplyDecoder(maxReplyBytes: 1_024))
+        let channel = EmbeddedChannel(handler: decoder)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 6379)).wait()
+        try channel.writeInbound(ByteBuffer(string: "$1000000000\r\n" + String(repeating: "x", count: 1_000)))
+        #expect(channel.isActive)
+        #expect(throws: RedisError.self) { try channel.writeInbound(ByteBuffer(string: String(repeating: "x", count: 100))) }
+        #expect(!channel.isActive)
+        // Complete replies reset the count: many small ones in a row are fine.
+        let fresh = EmbeddedChannel(handler: try #require(HiredisReplyDecoder(maxReplyBytes: 1_024)))
+        try fresh.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 6379)).wait()
+        for _ in 0..<100 { try fresh.writeInbound(ByteBuffer(string: "$500\r\n" + String(repeating: "y", count: 500) + "\r\n")) }
+        #expect(fresh.isActive)
+    }
+
     private func decode(_ chunks: [String]) throws -> [RedisValue] {
-        let channel = EmbeddedChannel(handler: HiredisReplyDecoder())
+        let channel = EmbeddedChannel(handler: try #require(HiredisReplyDecoder()))
         var values: [RedisValue] = []
         for chunk in chunks {
             try channel.writeInbound(ByteBuffer(string: chunk))

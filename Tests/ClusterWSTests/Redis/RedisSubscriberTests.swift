@@ -56,6 +56,38 @@ struct RedisSubscriberTests {
         }
     }
 
+    /// A link whose peer goes silent (no FIN, no RST: a dead host, a NAT that
+    /// forgot the flow) is noticed by a health-check PING that gets no answer,
+    /// closed, re-opened and re-subscribed; meanwhile it reports itself down.
+    @Test func aSilentLinkIsNoticedReopenedAndResubscribed() async throws {
+        try await withRedisServer { server in
+            let proxy = try await BlackholeProxy.start(to: server.port)
+            defer { proxy.stop() }
+            var configuration = RedisConfiguration.testing(server)
+            configuration.port = proxy.port
+            configuration.healthCheckInterval = .milliseconds(200)
+            configuration.healthCheckTimeout = .milliseconds(500)
+            let redis = RedisConnection(configuration: .testing(server))
+            let subscriber = RedisSubscriber(configuration: configuration)
+            try await withRunning([redis, subscriber]) { () async throws in
+                try await subscriber.waitUntilConnected(timeout: .seconds(5))
+                try await subscriber.subscribe(["news"])
+                #expect(try await redis.send(RedisCommand("PUBLISH", "news", "before")) == .integer(1))
+                #expect(try await next(1, from: subscriber.messages).map { String(buffer: $0.payload) } == ["before"])
+                proxy.blackholeCurrentLinks()
+                let clock = ContinuousClock()
+                let start = clock.now
+                try await eventually("the silent link to be noticed") { await !subscriber.isConnected() }
+                try await subscriber.waitUntilConnected(after: 1, timeout: .seconds(5))
+                print("silent link: noticed and re-subscribed after \(clock.now - start)")
+                #expect(clock.now - start < .seconds(3))
+                // Redis still counts the silent link's subscription (it cannot know it is dead), and the new one.
+                #expect(try await redis.send(RedisCommand("PUBLISH", "news", "after")).int ?? 0 >= 1)
+                #expect(try await next(1, from: subscriber.messages).map { String(buffer: $0.payload) } == ["after"])
+            }
+        }
+    }
+
     @Test func messagesEndWhenTheSubscriberStops() async throws {
         try await withRedisServer { server in
             let subscriber = RedisSubscriber(configuration: .testing(server))

@@ -63,4 +63,31 @@ struct OperationsTests {
             try await harness.shutdownGracefully()
         }
     }
+
+    /// Redis's links go silent (no FIN, no RST): health reports the node
+    /// degraded within a few seconds instead of "up while a channel object
+    /// exists", the links are re-opened by themselves, and messages flow again.
+    @Test func healthSeesASilentRedisLinkAndItRecovers() async throws {
+        try await withRedisServer { redis in
+            let proxy = try await BlackholeProxy.start(to: redis.port)
+            defer { proxy.stop() }
+            let node = try TestCluster.makeNode("s", redis: redis, redisURL: "redis://127.0.0.1:\(proxy.port)")
+            let harness = ServiceGroupHarness(node)
+            try await harness.start()
+            let client = try await ClusterClient.connect(node, uid: "sam")
+            #expect(await node.health().isHealthy)
+            proxy.blackholeCurrentLinks()
+            try await eventually("health to see the silent subscriber", within: .seconds(6)) { await !node.health().subscriber }
+            try await eventually("the links to come back", within: .seconds(10)) { await node.health().isHealthy }
+            // Published by another client straight to Redis: it reaches sam through the re-made subscription.
+            try await redis.withClient { connection in
+                let envelope = try Envelope(target: .user("sam"), kind: .text, originNode: "elsewhere", originEpoch: 1,
+                                            payload: ByteBuffer(string: "after the silence")).encoded()
+                // Redis still counts the silent link's subscription too: it cannot know that link is dead.
+                #expect(try await connection.send(RedisCommand("PUBLISH", "test:user:sam", .bytes(envelope))).int ?? 0 >= 1)
+            }
+            #expect(try await client.next().text == "after the silence")
+            try await harness.shutdownGracefully()
+        }
+    }
 }

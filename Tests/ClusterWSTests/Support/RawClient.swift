@@ -59,6 +59,11 @@ final class RawClient: Sendable {
 
     func send(_ text: String) async throws { try await send(Array(text.utf8)) }
 
+    /// Queues bytes without waiting for them to be written (to a peer that may never read them).
+    func sendWithoutWaiting(_ bytes: [UInt8]) {
+        channel.writeAndFlush(ByteBuffer(bytes: bytes), promise: nil)
+    }
+
     /// Waits until `count` bytes are buffered (or the connection closed).
     private func waitFor(_ count: Int) async {
         await withCheckedContinuation { continuation in
@@ -89,6 +94,11 @@ final class RawClient: Sendable {
     }
 
     var isClosed: Bool { state.withLock { $0.closed } }
+
+    /// Stops reading the socket: the peer's writes back up (a client that never reads).
+    func stopReading() async throws {
+        try await channel.setOption(.autoRead, value: false)
+    }
 
     func close() { channel.close(promise: nil) }
 

@@ -62,3 +62,19 @@ struct TransportUnitTests {
         #expect(close.getInteger(at: 2, as: UInt16.self) == 1001)
     }
 }
+
+@Suite("Duration conversions saturate instead of trapping")
+struct DurationConversionTests {
+    @Test func conversionsRoundDownAndClamp() {
+        #expect(Duration.milliseconds(1_500).milliseconds == 1_500)
+        #expect(Duration.milliseconds(1_500).wholeSeconds == 1)
+        #expect(Duration.microseconds(2_500).milliseconds == 2)
+        #expect(Duration.seconds(3).nanoseconds == 3_000_000_000)
+        #expect(Duration.seconds(Int64.max).milliseconds == Int.max)
+        #expect(Duration.seconds(Int64.max).nanoseconds == Int64.max)
+        #expect(Duration.seconds(-5).milliseconds == 0)
+        #expect(Duration.seconds(saturating: .infinity) == .zero)
+        #expect(Duration.seconds(saturating: 1e30) == .nanoseconds(Int64.max))
+        #expect(Duration.seconds(Int64.max).timeAmount == .nanoseconds(Int64.max))
+    }
+}

@@ -39,9 +39,13 @@ package final class RedisClusterClient: Sendable {
     private let addedContinuation: AsyncStream<RedisConnection>.Continuation
     private let maxRedirects = 5
 
-    /// Creates a client; nothing connects until ``runUntilShutdown()``.
+    /// Creates a client; nothing connects until ``runUntilShutdown()``. Seeds
+    /// come from `configuration.clusterSeeds` (or its host and port when it has none).
     package init(configuration: RedisConfiguration, logger: Logger = Logger(label: "clusterws.redis.cluster")) {
-        precondition(configuration.isCluster, "RedisClusterClient needs redis+cluster:// seeds")
+        var configuration = configuration
+        if configuration.clusterSeeds.isEmpty {
+            configuration.clusterSeeds = [Address(host: configuration.host, port: configuration.port)]
+        }
         self.configuration = configuration
         self.logger = logger
         (added, addedContinuation) = AsyncStream.makeStream()
@@ -299,11 +303,11 @@ package final class RedisClusterClient: Sendable {
 }
 
 /// A `MOVED` or `ASK` error reply: `MOVED 3999 127.0.0.1:6381`.
-enum Redirect: Equatable {
+package enum Redirect: Equatable {
     case moved(slot: Int, RedisConfiguration.Address)
     case ask(slot: Int, RedisConfiguration.Address)
 
-    init?(_ error: RedisError) {
+    package init?(_ error: RedisError) {
         guard case .reply(let message) = error else { return nil }
         let words = message.split(separator: " ")
         guard words.count == 3, let slot = Int(words[1]), let colon = words[2].lastIndex(of: ":"),

@@ -38,11 +38,12 @@ package final class RedisShardedSubscriber: Sendable {
     private let wakeRequested = Atomic<Bool>(false)
     private let moves = Atomic<Int>(0)
 
-    package init(cluster: RedisClusterClient, bufferLimit: Int = 100_000,
+    package init(cluster: RedisClusterClient, buffer limits: PubSubBuffer.Limits = .init(),
+                 onOverflow: (@Sendable (Int) -> Void)? = nil,
                  logger: Logger = Logger(label: "clusterws.redis.sharded-subscriber")) {
         self.cluster = cluster
         self.logger = logger
-        buffer = PubSubBuffer(limit: bufferLimit)
+        buffer = PubSubBuffer(limits: limits, onOverflow: onOverflow)
         messages = PubSubMessages(buffer: buffer)
         (added, addedContinuation) = AsyncStream.makeStream()
     }
@@ -78,7 +79,7 @@ package final class RedisShardedSubscriber: Sendable {
     /// Whether every needed connection is up.
     package func isConnected() async -> Bool {
         let subscribers = state.withLock { Array($0.shards.values) + ($0.classicSubscriber.map { [$0.1] } ?? []) }
-        for subscriber in subscribers where await subscriber.link.channel == nil { return false }
+        for subscriber in subscribers where await !subscriber.link.isReady { return false }
         return true
     }
 
