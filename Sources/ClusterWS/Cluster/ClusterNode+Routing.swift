@@ -15,9 +15,7 @@ extension ClusterNode {
                 do {
                     envelope = try Envelope(decoding: message.payload)
                 } catch {
-                    counters.drop(.garbage)
-                    counters.logLimiter.log(logger, .warning, "dropped a message that is not an envelope", key: "garbage",
-                                            metadata: ["channel": "\(message.channel)", "error": "\(error)"])
+                    counters.drop(.garbage, metadata: ["channel": "\(message.channel)", "error": "\(error)"])
                     continue
                 }
                 // Into each loop's ordered queue (the transport's): a burst of broadcasts

@@ -94,7 +94,7 @@ public final class ClusterNode: Service, Sendable {
         let factory = configuration.metricsFactory ?? MetricsSystem.factory
         let metrics = ClusterMetrics(node: configuration.serverID, factory: factory)
         self.metrics = metrics
-        let counters = NodeCounters(dimensions: [("node", configuration.serverID)], factory: factory)
+        let counters = NodeCounters(dimensions: [("node", configuration.serverID)], factory: factory, logger: logger)
         self.counters = counters
         self.statistics = ClusterStatistics(counters: counters)
         redisConfiguration.hooks.replyTooLarge = { counters.hit(.redisReply) }

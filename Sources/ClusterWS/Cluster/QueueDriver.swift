@@ -153,9 +153,7 @@ extension ClusterNode {
             do {
                 await route(try Envelope(decoding: entry.envelope))
             } catch {
-                counters.drop(.garbage)
-                counters.logLimiter.log(logger, .warning, "dropped a queue entry that is not an envelope", key: "garbage",
-                                        metadata: ["id": "\(entry.id)", "error": "\(error)"])
+                counters.drop(.garbage, metadata: ["stream entry": "\(entry.id)", "error": "\(error)"])
             }
         }
         _ = try await connection.send(RedisCommand(

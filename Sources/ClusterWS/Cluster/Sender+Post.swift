@@ -133,8 +133,6 @@ extension ClusterNode {
     }
 
     func postFailed(_ error: RedisError) {
-        counters.drop(.postFailed)
-        counters.logLimiter.log(logger, .warning, "a posted message did not reach Redis; other nodes miss it",
-                                key: "post_failed", metadata: ["error": "\(error)"])
+        counters.drop(.postFailed, metadata: ["error": "\(error)"])
     }
 }

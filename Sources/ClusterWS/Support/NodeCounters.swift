@@ -22,6 +22,29 @@ package enum DropReason: String, CaseIterable, Sendable {
     case subscriberOverflow = "subscriber_overflow"
     /// A message an event loop's fan-out queue had no room for.
     case fanOutOverflow = "fanout_overflow"
+
+    /// What the log says when it happens.
+    var logMessage: String {
+        switch self {
+        case .garbage: "dropped bytes on a cluster channel or stream that are not an envelope"
+        case .stale: "dropped a message for a connection of an earlier run of this node"
+        case .slowConsumer: "closed a client that reads too slowly (1008)"
+        case .rateLimit: "closed a client over its message rate (1008)"
+        case .byteRateLimit: "closed a client over its byte rate (1008)"
+        case .keepaliveTimeout: "closed a client that answered no keepalive ping (1008)"
+        case .postFailed: "a posted message did not reach Redis; other nodes miss it"
+        case .subscriberOverflow: "the router's buffer is full; dropping messages from Redis"
+        case .fanOutOverflow: "an event loop's fan-out queue is full; dropping messages for it"
+        }
+    }
+
+    /// How loud: drops that mean lost messages warn, routine client policing is informational.
+    var logLevel: Logger.Level {
+        switch self {
+        case .stale, .slowConsumer, .rateLimit, .byteRateLimit, .keepaliveTimeout: .info
+        case .garbage, .postFailed, .subscriberOverflow, .fanOutOverflow: .warning
+        }
+    }
 }
 
 /// A budget that refused something: `clusterws_limit_hits_total{limit}`.
@@ -51,6 +74,8 @@ package enum LimitKind: String, CaseIterable, Sendable {
 /// Counters of drops and limit hits, for metrics (through the configured
 /// factory, with the node's dimensions) and for direct reads in tests and
 /// statistics. Drops and limit hits are rare: the totals sit behind one lock.
+/// Every drop is also logged, at most once per reason per 10 s (with how many
+/// were left out), so a flood shows in the log without flooding it.
 package final class NodeCounters: Sendable {
     private let drops: [DropReason: Counter]
     private let limits: [LimitKind: Counter]
@@ -61,9 +86,12 @@ package final class NodeCounters: Sendable {
     package let binaryIn: Counter
     /// Keeps repeated warnings (a garbage flood, a starved loop) to one line per key and interval.
     package let logLimiter = LogLimiter()
+    private let logger: Logger
 
-    /// Counters under `dimensions` (the node's, for a cluster node) through `factory`.
-    package init(dimensions: [(String, String)] = [], factory: any MetricsFactory = MetricsSystem.factory) {
+    /// Counters under `dimensions` (the node's, for a cluster node) through `factory`; drops are logged to `logger`.
+    package init(dimensions: [(String, String)] = [], factory: any MetricsFactory = MetricsSystem.factory,
+                 logger: Logger = Logger(label: "clusterws")) {
+        self.logger = logger
         drops = Dictionary(uniqueKeysWithValues: DropReason.allCases.map {
             ($0, Counter(label: "clusterws_drops_total", dimensions: dimensions + [("reason", $0.rawValue)], factory: factory))
         })
@@ -75,11 +103,14 @@ package final class NodeCounters: Sendable {
         binaryIn = Counter(label: "clusterws_messages_in_total", dimensions: dimensions + [("kind", "binary")], factory: factory)
     }
 
-    /// Counts `count` drops of `reason`.
-    package func drop(_ reason: DropReason, count: Int = 1) {
+    /// Counts `count` drops of `reason`, and logs it (rate-limited) with `metadata`.
+    package func drop(_ reason: DropReason, count: Int = 1, metadata: @autoclosure () -> Logger.Metadata = [:]) {
         guard count > 0 else { return }
         totals.withLock { $0.drops[reason, default: 0] += count }
         drops[reason]?.increment(by: count)
+        var fields = metadata()
+        if count > 1 { fields["count"] = "\(count)" }
+        logLimiter.log(logger, reason.logLevel, "\(reason.logMessage)", key: reason.rawValue, metadata: fields)
     }
 
     /// Counts one hit of `limit`.

@@ -58,9 +58,7 @@ extension WebSocketServer {
     /// (something blocks it) or fed faster than it can write. Newer messages
     /// for it are dropped and counted rather than queued without bound.
     private func overflowed(_ share: ConnectionTable.LoopShare, messages: Int) {
-        counters.drop(.fanOutOverflow, count: messages)
-        counters.logLimiter.log(logger, .warning, "an event loop's fan-out queue is full; dropping messages for it",
-                                key: "fanout_overflow", metadata: ["limit": "\(configuration.fanOutQueueBytes)"])
+        counters.drop(.fanOutOverflow, count: messages, metadata: ["limit": "\(configuration.fanOutQueueBytes)"])
     }
 
     /// Sends `message` to `sockets` through the same per-loop queue as

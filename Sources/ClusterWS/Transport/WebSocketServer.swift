@@ -72,7 +72,7 @@ public final class WebSocketServer: Service, Sendable {
         metricsFactory: (any MetricsFactory)? = nil
     ) {
         self.init(configuration: configuration, eventLoopGroup: eventLoopGroup, logger: logger,
-                  counters: NodeCounters(factory: metricsFactory ?? MetricsSystem.factory))
+                  counters: NodeCounters(factory: metricsFactory ?? MetricsSystem.factory, logger: logger))
     }
 
     /// Creates a server that counts into `counters` (a cluster node's, with its dimensions).
