@@ -95,6 +95,9 @@ def resps():
     yield array([array([bulk(b"ns:queue:a"), array([entry])])])
     yield b"-MOVED 3999 127.0.0.1:6381\r\n-ASK 12 [::1]:7000\r\n"
     yield b"$1000000\r\nshort"  # a bulk that never completes
+    yield array([array([b":0\r\n", b":5460\r\n", array([bulk(b"127.0.0.1"), b":7000\r\n", bulk(b"id")]),
+                        array([bulk(b"127.0.0.1"), b":7003\r\n"])]),
+                 array([b":5461\r\n", b":16383\r\n", array([bulk(b""), b":7001\r\n"])])])  # CLUSTER SLOTS
 
 
 def fds():

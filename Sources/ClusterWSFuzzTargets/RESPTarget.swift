@@ -25,7 +25,16 @@ extension FuzzTarget {
                case .array(let parts) = value, parts.count >= 3, parts[parts.count - 2].string != push.channel {
                 finding("a push's channel changed in parsing")
             }
-            if case .error(let text) = value { _ = Redirect(.reply(text)) }
+            if case .error(let text) = value, let redirect = Redirect(.reply(text)) {
+                switch redirect {
+                case .moved(let slot, _), .ask(let slot, _):
+                    if !(0..<16_384).contains(slot) { finding("a redirect to slot \(slot)") }
+                }
+            }
+            if let (slots, replicas) = RedisClusterClient.slotMap(from: value, answeredBy: .init(host: "seed", port: 1)),
+               slots.count != 16_384 || replicas.count != 16_384 {
+                finding("a slot map of the wrong size")
+            }
             _ = value.string
             _ = value.int
         }

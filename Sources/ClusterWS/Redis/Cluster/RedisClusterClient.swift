@@ -273,19 +273,7 @@ package final class RedisClusterClient: Sendable {
         let known = state.withLock { state in Array(Set(state.slots.compactMap { $0 })) }
         for address in known + configuration.clusterSeeds {
             guard let reply = try? await connection(for: address).send(RedisCommand("CLUSTER", "SLOTS"), timeout: .seconds(2)),
-                  let ranges = reply.array, !ranges.isEmpty else { continue }
-            var slots = [Address?](repeating: nil, count: RedisClusterSlot.count)
-            var replicas = [UInt8](repeating: 0, count: RedisClusterSlot.count)
-            for range in ranges {
-                guard let fields = range.array, fields.count >= 3, let start = fields[0].int, let end = fields[1].int,
-                      let master = fields[2].array, master.count >= 2, let port = master[1].int,
-                      (0...end).contains(start), end < RedisClusterSlot.count else { continue }
-                let host = master[0].string.flatMap { $0.isEmpty ? nil : $0 } ?? address.host
-                for slot in start...end {
-                    slots[slot] = Address(host: host, port: port)
-                    replicas[slot] = UInt8(min(fields.count - 3, 255))
-                }
-            }
+                  let (slots, replicas) = Self.slotMap(from: reply, answeredBy: address) else { continue }
             let masters = Set(slots.compactMap { $0 })
             let stale = state.withLock { state -> [RedisConnection] in
                 state.slots = slots
@@ -302,6 +290,32 @@ package final class RedisClusterClient: Sendable {
     }
 }
 
+extension RedisClusterClient {
+    /// The slot map in a `CLUSTER SLOTS` reply: each slot's master and how
+    /// many replicas it lists. Ranges that make no sense (negative, reversed,
+    /// past slot 16,383, a port out of range) are skipped; `nil` when nothing usable is left.
+    package static func slotMap(from reply: RedisValue, answeredBy address: Address)
+        -> (slots: [Address?], replicas: [UInt8])?
+    {
+        guard let ranges = reply.array, !ranges.isEmpty else { return nil }
+        var slots = [Address?](repeating: nil, count: RedisClusterSlot.count)
+        var replicas = [UInt8](repeating: 0, count: RedisClusterSlot.count)
+        var any = false
+        for range in ranges {
+            guard let fields = range.array, fields.count >= 3, let start = fields[0].int, let end = fields[1].int,
+                  let master = fields[2].array, master.count >= 2, let port = master[1].int,
+                  start >= 0, start <= end, end < RedisClusterSlot.count, (1...65_535).contains(port) else { continue }
+            let host = master[0].string.flatMap { $0.isEmpty ? nil : $0 } ?? address.host
+            for slot in start...end {
+                slots[slot] = Address(host: host, port: port)
+                replicas[slot] = UInt8(min(fields.count - 3, 255))
+            }
+            any = true
+        }
+        return any ? (slots, replicas) : nil
+    }
+}
+
 /// A `MOVED` or `ASK` error reply: `MOVED 3999 127.0.0.1:6381`.
 package enum Redirect: Equatable {
     case moved(slot: Int, RedisConfiguration.Address)
@@ -310,8 +324,9 @@ package enum Redirect: Equatable {
     package init?(_ error: RedisError) {
         guard case .reply(let message) = error else { return nil }
         let words = message.split(separator: " ")
-        guard words.count == 3, let slot = Int(words[1]), let colon = words[2].lastIndex(of: ":"),
-              let port = Int(words[2][words[2].index(after: colon)...]) else { return nil }
+        guard words.count == 3, let slot = Int(words[1]), (0..<RedisClusterSlot.count).contains(slot),
+              let colon = words[2].lastIndex(of: ":"),
+              let port = Int(words[2][words[2].index(after: colon)...]), (1...65_535).contains(port) else { return nil }
         var host = String(words[2][..<colon])
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         let address = RedisConfiguration.Address(host: host, port: port)
