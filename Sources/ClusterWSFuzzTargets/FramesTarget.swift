@@ -14,7 +14,8 @@ extension FuzzTarget {
         let maxMessageSize = 2_048
         var machine = WebSocketStateMachine(maxMessageSize: maxMessageSize)
         let channel = EmbeddedChannel()
-        defer { _ = try? channel.finish() }
+        // Tears the pipeline down even after a close (else channel, pipeline and loop keep each other alive).
+        defer { _ = try? channel.finish(acceptAlreadyClosed: true) }
         do {
             try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1_024)))
         } catch {

@@ -9,7 +9,8 @@ extension FuzzTarget {
     /// handshake. A valid one must have exactly one well-formed key.
     static func handshake(_ bytes: UnsafeRawBufferPointer) {
         let channel = EmbeddedChannel()
-        defer { _ = try? channel.finish() }
+        // Tears the pipeline down even after a close (else channel, pipeline and loop keep each other alive).
+        defer { _ = try? channel.finish(acceptAlreadyClosed: true) }
         do {
             try channel.pipeline.syncOperations.addHandler(HTTPHeadLimitHandler(maxBytes: 4_096, counters: NodeCounters()))
             try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPRequestDecoder()))

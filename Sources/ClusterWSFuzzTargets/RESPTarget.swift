@@ -9,7 +9,8 @@ extension FuzzTarget {
     /// the bytes said, nothing in the reader grows past its budget.
     static func resp(_ bytes: UnsafeRawBufferPointer) {
         let channel = EmbeddedChannel()
-        defer { _ = try? channel.finish() }
+        // Tears the pipeline down even after a close (else channel, pipeline and loop keep each other alive).
+        defer { _ = try? channel.finish(acceptAlreadyClosed: true) }
         guard let decoder = HiredisReplyDecoder(maxReplyBytes: 4_096) else { return }
         do {
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 6379)).wait()
