@@ -51,7 +51,7 @@ public struct JWTAuthenticator: Sendable {
         let token: String
         if let header, header.lowercased().hasPrefix("bearer ") {
             token = String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
-        } else if let query = request.queryParameter(queryParameter)?.removingPercentEncoding, !query.isEmpty {
+        } else if let query = request.decodedQueryParameter(queryParameter), !query.isEmpty {
             token = query
         } else {
             throw JWTAuthenticationError.missingToken

@@ -45,30 +45,34 @@ public final class ClusterNode: Service, Sendable {
     let metrics: ClusterMetrics
     /// Drops and limit hits of this node (transport and cluster), with its `node` dimension.
     package let counters: NodeCounters
-    /// Commands: one Redis server, or a Redis Cluster (`redis+cluster://`).
-    package let redis: any RedisCommands
+    /// One Redis server or a Redis Cluster, with their concrete clients.
+    package let backend: RedisBackend
+    /// Commands, whichever the topology.
+    package var redis: any RedisCommands { backend.commands }
     /// Pub/sub: classic channels on one server, sharded channels on a cluster.
-    package let subscriber: any RedisPubSub
+    package var subscriber: any RedisPubSub { backend.pubSub }
     /// The single-server subscriber (`nil` on a Redis Cluster), for tests.
-    package var singleSubscriber: RedisSubscriber? { subscriber as? RedisSubscriber }
-    /// The Redis settings the node was given.
-    let redisConfiguration: RedisConfiguration
+    package var singleSubscriber: RedisSubscriber? {
+        if case .single(_, let subscriber) = backend { return subscriber }
+        return nil
+    }
     package let registry: LocalRegistry
     let server: WebSocketServer
     let logger: Logger
-    /// Set after the first heartbeat: a later one that finds no heartbeat key
-    /// means this node was considered dead meanwhile.
-    let announced = Atomic<Bool>(false)
-    /// The last queue post on a Redis Cluster (posts there run in a chain, in call order).
-    let postChain = Mutex<Task<Void, Never>?>(nil)
-    /// Set by ``abandon()``: stop without removing anything from Redis, as a crash would.
-    let abandoned = Atomic<Bool>(false)
-    /// Connections closed and not yet cleaned up; the stream wakes the cleanup
-    /// task when this goes from empty to not empty, so a mass disconnect is
-    /// cleaned up in batches.
-    private let closedFDs = Mutex<[UInt64]>([])
-    private let closed: AsyncStream<Void>
-    private let closedContinuation: AsyncStream<Void>.Continuation
+    let commands: RelationCommands
+    let checks: ArgumentChecks
+    /// The one path of every send (see ``Sender``).
+    let pipeline: DeliveryPipeline
+    /// Carries what leaves this node, and brings in the queue driver's entries.
+    let driver: any DeliveryDriver
+    /// What other nodes sent, to the local connections.
+    let router: Router
+    /// Heartbeat, janitor, relation refresh.
+    let liveness: Liveness
+    /// Cleanup after closed connections.
+    let reaper: ConnectionReaper
+    /// The per-user limit at the handshake, the binding after it.
+    let registration: Registration
 
     /// Creates a node; nothing connects or listens until ``run()``.
     /// - Throws: ``ClusterError/invalidName(_:)`` for a bad server id or
@@ -84,51 +88,52 @@ public final class ClusterNode: Service, Sendable {
         } catch {
             throw ClusterError.invalidConfiguration("\(error)")
         }
-        redisConfiguration.maxReplyBytes = configuration.limits.maxRedisReplyBytes
         var logger = logger
         logger[metadataKey: "node"] = "\(configuration.serverID)"
+        let id = configuration.serverID
+        let epoch = UInt64.random(in: 1 ... .max)
+        let factory = configuration.metricsFactory ?? MetricsSystem.factory
+        let metrics = ClusterMetrics(node: id, factory: factory)
+        let counters = NodeCounters(dimensions: [("node", id)], factory: factory, logger: logger)
+        redisConfiguration.maxReplyBytes = configuration.limits.maxRedisReplyBytes
+        redisConfiguration.hooks.replyTooLarge = { counters.hit(.redisReply) }
+        let keys = ClusterKeys(configuration)
+        let context = DriverContext(id: id, epoch: epoch, keys: keys, queue: configuration.queue, counters: counters,
+                                    logger: logger)
+        let (backend, driver) = RedisBackend.make(configuration: configuration, redis: redisConfiguration,
+                                                  context: context, metrics: metrics, logger: logger)
+        let registry = LocalRegistry(subscriber: backend.pubSub, keys: keys)
+        let server = WebSocketServer(configuration: configuration.webSocket, eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+                                     logger: logger, counters: counters)
+        let statistics = ClusterStatistics(counters: counters)
+        let commands = RelationCommands(keys: keys, ttl: configuration.ttl)
+        let checks = ArgumentChecks(limits: configuration.limits, counters: counters)
+        let liveness = Liveness(id: id, epoch: epoch, redis: backend.commands, keys: keys, commands: commands,
+                                registry: registry, configuration: configuration, logger: logger)
+        let reaper = ConnectionReaper(node: id, epoch: epoch, registry: registry, redis: backend.commands,
+                                      commands: commands, logger: logger)
         self.configuration = configuration
         self.logger = logger
-        self.epoch = UInt64.random(in: 1 ... .max)
-        self.keys = ClusterKeys(configuration)
-        let factory = configuration.metricsFactory ?? MetricsSystem.factory
-        let metrics = ClusterMetrics(node: configuration.serverID, factory: factory)
+        self.epoch = epoch
+        self.keys = keys
         self.metrics = metrics
-        let counters = NodeCounters(dimensions: [("node", configuration.serverID)], factory: factory, logger: logger)
         self.counters = counters
-        self.statistics = ClusterStatistics(counters: counters)
-        redisConfiguration.hooks.replyTooLarge = { counters.hit(.redisReply) }
-        let onOverflow: @Sendable (Int) -> Void = { counters.drop(.subscriberOverflow, count: $0) }
-        self.redisConfiguration = redisConfiguration
-        let loops = MultiThreadedEventLoopGroup.singleton
-        if redisConfiguration.isCluster {
-            let cluster = RedisClusterClient(configuration: redisConfiguration, logger: logger)
-            self.redis = cluster
-            let allChannel = keys.allChannel
-            self.subscriber = ClusterPubSub(RedisShardedSubscriber(cluster: cluster, buffer: configuration.limits.subscriberBuffer,
-                                                                   onOverflow: onOverflow, logger: logger),
-                                            isClassic: { $0 == allChannel })
-        } else {
-            // The routing scripts are loaded on every (re)connect, so calls by SHA find them
-            // even right after a Redis restart (and posts keep their order).
-            self.redis = RedisConnection(configuration: redisConfiguration, eventLoop: loops.next(), logger: logger,
-                                         commandDuration: metrics.redisCommand, reconnects: metrics.redisReconnects,
-                                         setupCommands: Self.scripts(for: configuration.driver).map {
-                                             RedisCommand("SCRIPT", "LOAD", .string($0.source))
-                                         })
-            self.subscriber = RedisSubscriber(configuration: redisConfiguration, eventLoop: loops.next(),
-                                              buffer: configuration.limits.subscriberBuffer, onOverflow: onOverflow,
-                                              logger: logger, reconnects: metrics.redisReconnects)
-        }
-        self.registry = LocalRegistry(subscriber: subscriber, keys: keys)
-        self.server = WebSocketServer(configuration: configuration.webSocket, eventLoopGroup: loops, logger: logger,
-                                      counters: counters)
-        (closed, closedContinuation) = AsyncStream.makeStream()
-    }
-
-    /// The Lua scripts a node runs on one Redis server, for `driver`.
-    static func scripts(for driver: ClusterConfiguration.Driver) -> [LuaScript] {
-        driver == .queue ? [QueueScript.script, MultiUserScript.script] : [MultiUserScript.script]
+        self.statistics = statistics
+        self.backend = backend
+        self.driver = driver
+        self.registry = registry
+        self.server = server
+        self.commands = commands
+        self.checks = checks
+        self.liveness = liveness
+        self.reaper = reaper
+        self.pipeline = DeliveryPipeline(id: id, epoch: epoch, registry: registry, server: server, driver: driver,
+                                         checks: checks, metrics: metrics)
+        self.router = Router(id: id, epoch: epoch, registry: registry, server: server, counters: counters,
+                             statistics: statistics, metrics: metrics)
+        self.registration = Registration(id: id, epoch: epoch, registry: registry, redis: backend.commands, keys: keys,
+                                         commands: commands, checks: checks, liveness: liveness, reaper: reaper,
+                                         maxConnectionsPerUser: configuration.maxConnectionsPerUser, logger: logger)
     }
 
     /// Registers a WebSocket endpoint.
@@ -146,56 +151,24 @@ public final class ClusterNode: Service, Sendable {
         onOpen: @escaping @Sendable (ClusterSocket) async -> Void = { _ in }
     ) {
 
-        let limit = configuration.maxConnectionsPerUser
         let metrics = self.metrics
+        let registration = self.registration
+        let reaper = self.reaper
         server.addRoute(path) { request in
             guard let uid = try await authenticate(request) else { return .accept() }
-            do {
-                try self.check(uid: uid)
-            } catch {
-                return .badRequest("\(error)")
-            }
-            if try await self.relations.findUserFDs(uid: uid).count >= limit {
-                self.counters.hit(.connectionsPerUser)
-                return .tooManyRequests("user \(uid) already has \(limit) connections")
-            }
-            return .accept(attributes: ["uid": uid])
+            return try await registration.admit(uid: uid, connection: request.connectionID)
+        } onAbandon: { request, attributes in
+            if let uid = attributes["uid"] { registration.release(uid: uid, connection: request.connectionID) }
         } onClose: { socket, _ in
             metrics.connections.decrement()
-            self.noteClosed(UInt64(socket.id))
+            reaper.noteClosed(socket.id)
         } onOpen: { socket in
+            metrics.connections.increment()
             // Registration runs in its own function, so its locals are gone while the
             // application's handler runs for the connection's whole life (smaller task).
-            guard let client = await self.register(socket) else { return }
+            guard let client = await registration.register(socket) else { return }
             await onOpen(client)
         }
-    }
-
-    /// Adds a new connection to the registry and binds its uid; `nil` if it
-    /// closed meanwhile (then nothing of it is left behind).
-    private func register(_ socket: WebSocket) async -> ClusterSocket? {
-        metrics.connections.increment()
-        let fd = DistributedFD(node: id, epoch: epoch, fd: UInt64(socket.id))
-        await registry.add(fd.fd, socket)
-        if let uid = socket.attributes["uid"] {
-            do {
-                try await bind(fd, uid: uid)
-            } catch {
-                if await socket.closeCode == nil {
-                    logger.warning("bind failed; closing", metadata: ["fd": "\(fd)", "uid": "\(uid)", "error": "\(error)"])
-                    await socket.close(code: .internalError, reason: "could not register")
-                }
-            }
-        }
-        // The client may have gone while it was being registered; the cleanup task may then
-        // have run before the registration and found nothing. Forget it here (idempotent,
-        // and after this task's own writes to Redis, so nothing is left behind).
-        if await socket.closeCode != nil {
-            await forget([fd.fd])
-            return nil
-        }
-        logger.debug("connection open", metadata: ["fd": "\(fd)", "uid": "\(socket.attributes["uid"] ?? "-")"])
-        return ClusterSocket(fd: fd, socket: socket, uid: socket.attributes["uid"])
     }
 
     /// Redis reachability and the node's load, for a `/health` endpoint.
@@ -210,7 +183,7 @@ public final class ClusterNode: Service, Sendable {
     /// only; it logs a warning when created.
     public func insecureUIDFromQuery(_ name: String = "uid") -> @Sendable (WebSocketRequest) async throws -> String? {
         logger.warning("INSECURE: uids are taken from the '\(name)' query parameter without authentication; demo use only")
-        return { request in request.queryParameter(name)?.removingPercentEncodingIfValid }
+        return { request in request.decodedQueryParameter(name) }
     }
 
     /// Answers plain HTTP requests on the node's port (a page, `/health`…).
@@ -224,8 +197,8 @@ public final class ClusterNode: Service, Sendable {
     }
 
     /// This node's address for one of its local connection numbers.
-    public func distributedFD(local fd: Int) -> DistributedFD {
-        DistributedFD(node: id, epoch: epoch, fd: UInt64(fd))
+    public func distributedFD(local fd: UInt64) -> DistributedFD {
+        DistributedFD(node: id, epoch: epoch, fd: fd)
     }
 
     /// Runs the node: Redis connections, the router, heartbeats, the janitor,
@@ -237,12 +210,7 @@ public final class ClusterNode: Service, Sendable {
             services.addTask { await self.redis.runUntilShutdown() }
             services.addTask { await self.subscriber.runUntilShutdown() }
             do {
-                try await redis.waitUntilReady(timeout: configuration.webSocket.handshakeTimeout)
-                try await subscriber.waitUntilReady(timeout: configuration.webSocket.handshakeTimeout)
-                try await subscriber.subscribe([keys.nodeChannel(id), keys.allChannel])
-                try await subscriber.waitUntilReady(timeout: configuration.webSocket.handshakeTimeout)
-                await removeStaleRelationsOfThisNode()
-                try await heartbeat()
+                try await join()
             } catch {
                 logger.error("could not join the cluster", metadata: ["error": "\(error)"])
                 server.failListeningWaiters(error)
@@ -251,31 +219,38 @@ public final class ClusterNode: Service, Sendable {
                 throw error
             }
 
-            let serverError = await withTaskGroup(of: (any Error)?.self) { work -> (any Error)? in
-                work.addTask { await self.routeMessages(); return nil }
-                work.addTask { await self.cleanUpClosedConnections(); return nil }
-                work.addTask { await self.keepAlive(); return nil }
-                if self.configuration.driver == .queue {
-                    work.addTask { await self.consumeQueue(); return nil }
-                }
+            /// What finished, in the loop below.
+            enum Finished: Sendable { case server((any Error)?), reaper, other }
+            let serverError = await withTaskGroup(of: Finished.self) { work -> (any Error)? in
+                work.addTask { await self.router.run(self.subscriber.messages); return .other }
+                work.addTask { await self.reaper.run(); return .reaper }
+                work.addTask { await self.liveness.run(); return .other }
+                work.addTask { await self.driver.run { self.router.route($0) }; return .other }
                 work.addTask {
                     var failure: (any Error)?
                     do { try await self.server.run() } catch {
                         self.logger.error("websocket server failed", metadata: ["error": "\(error)"])
                         failure = error
                     }
-                    // The server has closed every socket: stop the rest.
-                    self.closedContinuation.finish()
-                    return failure
+                    // The server has closed every socket: the reaper takes the last closes and stops.
+                    self.reaper.finish()
+                    return .server(failure)
                 }
-                // The server returns first (shutdown, cancellation or a failed bind), then the
-                // closed-connection cleanup drains.
+                // The server returns first (shutdown, cancellation or a failed bind), then the reaper
+                // drains; the other loops run until cancelled.
                 var failure: (any Error)?
-                for _ in 0..<2 { if let error = await work.next() ?? nil { failure = error } }
+                var pending = 2
+                while pending > 0, let finished = await work.next() {
+                    switch finished {
+                    case .server(let error): failure = error; pending -= 1
+                    case .reaper: pending -= 1
+                    case .other: break
+                    }
+                }
                 work.cancelAll()
                 return failure
             }
-            if !abandoned.load(ordering: .relaxed) { await leaveCluster() }
+            if !reaper.isAbandoned { await liveness.leave() }
             await subscriber.shutdown()
             await redis.shutdown()
             try await services.waitForAll()
@@ -284,44 +259,22 @@ public final class ClusterNode: Service, Sendable {
         }
     }
 
+    /// Connects, subscribes to this node's and the broadcast channel, removes
+    /// what a crashed earlier run left, and announces the node.
+    private func join() async throws {
+        let timeout = configuration.webSocket.handshakeTimeout
+        try await redis.waitUntilReady(timeout: timeout)
+        try await subscriber.waitUntilReady(timeout: timeout)
+        try await subscriber.subscribe([keys.nodeChannel(id), keys.allChannel])
+        try await subscriber.waitUntilReady(timeout: timeout)
+        await liveness.removeStaleRelationsOfThisNode()
+        try await liveness.heartbeat()
+    }
+
     /// Makes the next stop behave like a crash: heartbeats stop and nothing is
     /// removed from Redis, so the other nodes' janitors must clean up. For tests.
     package func abandon() {
-        abandoned.store(true, ordering: .relaxed)
-    }
-
-    /// Removes the relations of every connection that closes, in one task.
-    private func noteClosed(_ fd: UInt64) {
-        let wake = closedFDs.withLock { pending -> Bool in
-            pending.append(fd)
-            return pending.count == 1
-        }
-        if wake { closedContinuation.yield() }
-    }
-
-    private func cleanUpClosedConnections() async {
-        for await _ in closed {
-            await forget(closedFDs.withLock { pending in defer { pending = [] }; return pending })
-        }
-        await forget(closedFDs.withLock { pending in defer { pending = [] }; return pending })
-    }
-
-    /// Closed connections leave the registry, their rooms and their relations,
-    /// in one registry call and pipelined Redis batches.
-    private func forget(_ fds: [UInt64]) async {
-        guard !fds.isEmpty else { return }
-        let (bound, emptiedRooms) = await registry.remove(fds)
-        guard !abandoned.load(ordering: .relaxed) else { return }
-        var commands = bound.flatMap { fd, uid in removalCommands(distributedFD(local: Int(fd)), uid: uid) }
-        commands += roomRemovalCommands(node: id, rooms: emptiedRooms)
-        for start in stride(from: 0, to: commands.count, by: 1_000) {
-            do {
-                try await redis.send(batch: Array(commands[start..<min(start + 1_000, commands.count)])).throwFirstFailure()
-            } catch {
-                logger.warning("could not remove relations of closed connections; the TTL or a janitor will",
-                               metadata: ["error": "\(error)"])
-            }
-        }
+        reaper.abandon()
     }
 }
 
@@ -372,28 +325,4 @@ public struct ClusterHealth: Sendable, Hashable {
     public var connections: Int
     /// Both Redis connections are up.
     public var isHealthy: Bool { redis && subscriber }
-}
-
-extension String {
-    /// Percent-decoded, or `nil` if the escapes are malformed.
-    var removingPercentEncodingIfValid: String? {
-        var bytes: [UInt8] = []
-        var iterator = utf8.makeIterator()
-        while let byte = iterator.next() {
-            if byte == UInt8(ascii: "+") { bytes.append(UInt8(ascii: " ")); continue }
-            guard byte == UInt8(ascii: "%") else { bytes.append(byte); continue }
-            guard let high = iterator.next().flatMap(Self.hex), let low = iterator.next().flatMap(Self.hex) else { return nil }
-            bytes.append(high << 4 | low)
-        }
-        return String(validating: bytes, as: UTF8.self)
-    }
-
-    private static func hex(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
-    }
 }

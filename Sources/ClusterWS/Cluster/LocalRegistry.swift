@@ -130,7 +130,6 @@ package actor LocalRegistry {
     /// The rooms with at least one local member.
     nonisolated func localRooms() -> [String] { tables.withLock { Array($0.rooms.keys) } }
 
-    nonisolated func uid(of fd: UInt64) -> String? { tables.withLock { $0.entries[fd]?.uid } }
 
     nonisolated func sockets(user uid: String) -> [WebSocket] {
         tables.withLock { $0.sockets($0.users[uid]) }

@@ -12,10 +12,10 @@ public struct Relations: Sendable {
     /// Every live connection of `uid`, on any node. Seed: `findUserFd`.
     /// - Throws: ``ClusterError/invalidName(_:)`` for a bad uid.
     public func findUserFDs(uid: String) async throws -> [DistributedFD] {
-        try node.check(uid: uid)
+        try node.checks.check(uid: uid)
         let members = try await node.redis.send(RedisCommand("SMEMBERS", .string(node.keys.user(uid))))
         let fds = (members.array ?? []).compactMap { $0.string.flatMap(DistributedFD.init) }
-        return try await node.live(fds)
+        return try await node.liveness.live(fds)
     }
 
     /// `true` if `uid` has at least one live connection anywhere.
@@ -25,8 +25,8 @@ public struct Relations: Sendable {
 
     /// The uid a connection is bound to, if it is live and bound.
     public func user(of fd: DistributedFD) async throws -> String? {
-        try node.check(fd: fd)
-        guard try await !node.live([fd]).isEmpty else { return nil }
+        try node.checks.check(node: fd.node)
+        guard try await !node.liveness.live([fd]).isEmpty else { return nil }
         return try await node.redis.send(RedisCommand("GET", .string(node.keys.fd(fd)))).string
     }
 }
@@ -39,27 +39,16 @@ extension ClusterNode {
     /// - Throws: ``ClusterError/invalidName(_:)`` for a bad uid,
     ///   ``ClusterError/unknownConnection(_:)`` if `fd` is not open on this node.
     public func bind(_ fd: DistributedFD, uid: String) async throws {
-        try check(uid: uid)
-        guard fd.node == id, fd.epoch == epoch else { throw ClusterError.unknownConnection(fd.description) }
-        let previous = try await registry.bind(fd.fd, uid: uid)
-        var commands: [RedisCommand] = []
-        if let previous { commands += removalCommands(fd, uid: previous) }
-        let member = RedisArgument.string(fd.description)
-        let ttl = RedisArgument.integer(configuration.ttl.wholeSeconds)
-        commands += [
-            RedisCommand("SADD", .string(keys.user(uid)), member),
-            RedisCommand("EXPIRE", .string(keys.user(uid)), ttl),
-            RedisCommand("SET", .string(keys.fd(fd)), .string(uid), "EX", ttl),
-            RedisCommand("SADD", .string(keys.nodeFDs(id)), member),
-        ]
-        try await redis.send(batch: commands).throwFirstFailure()
+        try checks.check(uid: uid)
+        try requireLocal(fd)
+        try await registration.bind(fd, uid: uid)
     }
 
     /// Unbinds a connection of this node from its uid. Seed: `removeRelation`.
     public func unbind(_ fd: DistributedFD) async throws {
-        guard fd.node == id, fd.epoch == epoch else { throw ClusterError.unknownConnection(fd.description) }
+        try requireLocal(fd)
         if let uid = try await registry.unbind(fd.fd) {
-            try await redis.send(batch: removalCommands(fd, uid: uid)).throwFirstFailure()
+            try await redis.send(batch: commands.unbind(fd, uid: uid)).throwFirstFailure()
         }
     }
 
@@ -69,8 +58,8 @@ extension ClusterNode {
     ///   ``ClusterError/tooManyRooms(limit:)`` past `limits.maxRoomsPerConnection`,
     ///   ``ClusterError/unknownConnection(_:)`` if `fd` is not open on this node.
     public func join(_ fd: DistributedFD, room: String) async throws {
-        try check(room: room)
-        guard fd.node == id, fd.epoch == epoch else { throw ClusterError.unknownConnection(fd.description) }
+        try checks.check(room: room)
+        try requireLocal(fd)
         let first: Bool
         do {
             first = try await registry.join(fd.fd, room: room, maxRooms: configuration.limits.maxRoomsPerConnection)
@@ -78,48 +67,20 @@ extension ClusterNode {
             counters.hit(.roomsPerConnection)
             throw ClusterError.tooManyRooms(limit: limit)
         }
-        if first {
-            try await redis.send(batch: [
-                RedisCommand("SADD", .string(keys.roomNodes(room)), .string(id)),
-                RedisCommand("SADD", .string(keys.nodeRooms(id)), .string(room)),
-            ]).throwFirstFailure()
-        }
+        if first { try await redis.send(batch: commands.join(node: id, room: room)).throwFirstFailure() }
     }
 
     /// Removes a connection of this node from a room.
     public func leave(_ fd: DistributedFD, room: String) async throws {
-        try check(room: room)
-        guard fd.node == id, fd.epoch == epoch else { throw ClusterError.unknownConnection(fd.description) }
+        try checks.check(room: room)
+        try requireLocal(fd)
         if try await registry.leave(fd.fd, room: room) {
-            try await redis.send(batch: roomRemovalCommands(node: id, rooms: [room])).throwFirstFailure()
+            try await redis.send(batch: commands.leave(node: id, rooms: [room])).throwFirstFailure()
         }
     }
 
-    func roomRemovalCommands(node: String, rooms: [String]) -> [RedisCommand] {
-        rooms.flatMap { room in
-            [RedisCommand("SREM", .string(keys.roomNodes(room)), .string(node)),
-             RedisCommand("SREM", .string(keys.nodeRooms(node)), .string(room))]
-        }
-    }
-
-    func removalCommands(_ fd: DistributedFD, uid: String) -> [RedisCommand] {
-        [
-            RedisCommand("SREM", .string(keys.user(uid)), .string(fd.description)),
-            RedisCommand("DEL", .string(keys.fd(fd))),
-            RedisCommand("SREM", .string(keys.nodeFDs(fd.node)), .string(fd.description)),
-        ]
-    }
-
-    /// The subset of `fds` whose node is alive in the same epoch.
-    func live(_ fds: [DistributedFD]) async throws -> [DistributedFD] {
-        let nodes = Array(Set(fds.map(\.node)))
-        guard !nodes.isEmpty else { return [] }
-        let epochs = try await values(of: nodes.map(keys.alive))
-        var alive: [String: UInt64] = [:]
-        for (node, value) in zip(nodes, epochs) {
-            if let text = value.string, let epoch = UInt64(text, radix: 16) { alive[node] = epoch }
-        }
-        return fds.filter { alive[$0.node] == $0.epoch }
+    private func requireLocal(_ fd: DistributedFD) throws(ClusterError) {
+        guard fd.node == id, fd.epoch == epoch else { throw .unknownConnection(fd.description) }
     }
 }
 

@@ -23,58 +23,30 @@ package final class PubSubBuffer: Sendable {
         }
     }
 
-    private struct State {
-        var messages = CircularBuffer<RedisPubSubMessage>(initialCapacity: 64)
-        var bytes = 0
-        var waiter: CheckedContinuation<Void, Never>?
-        var finished = false
-        var dropped = 0
-    }
-
-    private let state = Mutex(State())
-    private let limits: Limits
+    private let state: Mutex<RouterBufferState<CheckedContinuation<Void, Never>>>
     private let onOverflow: (@Sendable (Int) -> Void)?
 
     /// - Parameter onOverflow: told how many messages were dropped for lack of room (on the event loop).
     package init(limits: Limits = Limits(), onOverflow: (@Sendable (Int) -> Void)? = nil) {
-        self.limits = limits
+        self.state = Mutex(RouterBufferState(limits: limits))
         self.onOverflow = onOverflow
     }
 
-    /// Messages dropped because the buffer was full.
+    /// Messages dropped because the buffer was full (or had finished).
     var dropped: Int { state.withLock { $0.dropped } }
 
     /// Adds a message; drops (and counts) it when the buffer is at a limit or has finished.
     func append(_ message: RedisPubSubMessage) {
-        let size = message.payload.readableBytes
-        let (waiter, overflow) = state.withLock { state -> (CheckedContinuation<Void, Never>?, Bool) in
-            guard !state.finished else {
-                state.dropped += 1  // after the end: nobody will read it
-                return (nil, false)
-            }
-            // One message bigger than the whole byte budget still passes into an empty buffer.
-            guard state.messages.count < limits.messages,
-                  state.bytes + size <= limits.bytes || state.messages.isEmpty else {
-                state.dropped += 1
-                return (nil, true)
-            }
-            state.messages.append(message)
-            state.bytes += size
-            defer { state.waiter = nil }
-            return (state.waiter, false)
+        switch state.withLock({ $0.append(message) }) {
+        case .queued, .ignored: break
+        case .wake(let waiter): waiter.resume()
+        case .overflowed: onOverflow?(1)
         }
-        if overflow { onOverflow?(1) }
-        waiter?.resume()
     }
 
     /// No more messages: the consumer gets what is waiting, then the end.
     func finish() {
-        let waiter = state.withLock { state in
-            state.finished = true
-            defer { state.waiter = nil }
-            return state.waiter
-        }
-        waiter?.resume()
+        state.withLock { $0.finish() }?.resume()
     }
 
     /// Every waiting message (up to `maximum`), waiting for one if there is none;
@@ -82,34 +54,19 @@ package final class PubSubBuffer: Sendable {
     /// One consumer at a time.
     func nextBatch(maximum: Int = 1_024) async -> [RedisPubSubMessage] {
         while true {
-            let (batch, finished) = state.withLock { state -> ([RedisPubSubMessage], Bool) in
-                let count = min(state.messages.count, maximum)
-                guard count > 0 else { return ([], state.finished) }
-                var batch: [RedisPubSubMessage] = []
-                batch.reserveCapacity(count)
-                for _ in 0..<count {
-                    let message = state.messages.removeFirst()
-                    state.bytes -= message.payload.readableBytes
-                    batch.append(message)
-                }
-                return (batch, false)
+            switch state.withLock({ $0.take(maximum: maximum) }) {
+            case .batch(let batch): return batch
+            case .finished: return []
+            case .empty: if Task.isCancelled { return [] }
             }
-            if !batch.isEmpty || finished || Task.isCancelled { return batch }
             await withTaskCancellationHandler {
                 await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                    let ready = state.withLock { state -> Bool in
-                        if !state.messages.isEmpty || state.finished || Task.isCancelled { return true }
-                        state.waiter = continuation
-                        return false
-                    }
-                    if ready { continuation.resume() }
+                    let ready: CheckedContinuation<Void, Never>? =
+                        Task.isCancelled ? continuation : state.withLock { $0.wait(continuation) }
+                    ready?.resume()
                 }
             } onCancel: {
-                let waiter = state.withLock { state in
-                    defer { state.waiter = nil }
-                    return state.waiter
-                }
-                waiter?.resume()
+                state.withLock { $0.cancelWait() }?.resume()
             }
         }
     }

@@ -38,7 +38,7 @@ package actor RedisConnection: Service, RedisReconnecting {
     package let configuration: RedisConfiguration
     nonisolated let eventLoop: any EventLoop
     let logger: Logger
-    var link = RedisLink()
+    var link = RedisLinkState<CheckedContinuation<Void, any Error>>()
     private var flushScheduled = false
     private let commandDuration: Timer?
     /// Sent on every new connection before any other command (for example `SCRIPT LOAD`).
@@ -122,9 +122,11 @@ package actor RedisConnection: Service, RedisReconnecting {
     }
 
     private func postNow(_ command: RedisCommand, onFailure: @escaping @Sendable (RedisError) -> Void) {
-        guard !link.shuttingDown else { return onFailure(.shutdown) }
-        guard let channel = link.channel, channel.isActive, link.generation > 0 else {
-            return onFailure(link.lastError ?? .notConnected)
+        let channel: any Channel
+        switch link.readiness {
+        case .send(let ready): channel = ready
+        case .fail(let error): return onFailure(error)
+        case .wait: return onFailure(link.lastError ?? .notConnected)
         }
         let promise = eventLoop.makePromise(of: RedisValue.self)
         promise.futureResult.whenFailure { error in onFailure(error as? RedisError ?? .connectionLost) }

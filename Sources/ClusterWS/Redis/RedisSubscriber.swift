@@ -28,7 +28,7 @@ package actor RedisSubscriber: Service, RedisReconnecting {
     package let configuration: RedisConfiguration
     nonisolated let eventLoop: any EventLoop
     let logger: Logger
-    var link = RedisLink()
+    var link = RedisLinkState<CheckedContinuation<Void, any Error>>()
 
     /// Every message published to a subscribed channel, in the order Redis sent them.
     package nonisolated let messages: PubSubMessages

@@ -8,12 +8,12 @@ final class ConnectionTable: Sendable {
     /// broadcasts waiting to be written (touched from any thread, under a lock).
     final class LoopShare: @unchecked Sendable {
         let eventLoop: any EventLoop
-        var sockets: [Int: WebSocket] = [:]
+        var sockets: [UInt64: WebSocket] = [:]
         /// What waits for this loop's next drain, in order: broadcasts (to every
         /// connection but `except`) and targeted messages (to `targets`).
         struct Entry {
             var message: WebSocketMessage
-            var except: Set<Int>
+            var except: Set<UInt64>
             var targets: [WebSocket]?
         }
         /// What waits for the next drain.

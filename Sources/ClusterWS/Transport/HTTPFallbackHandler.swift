@@ -151,6 +151,10 @@ package struct HandshakeInfo {
     var timer: Scheduled<Void>?
     /// Counted among the server's pending handshakes (until upgraded or closed).
     var pending = false
+    /// The connection's number, drawn when its route decided.
+    var connectionID: UInt64?
+    /// The connection was opened (the upgrade went through).
+    var installed = false
 
     package init() {}
 }

@@ -20,8 +20,9 @@ import Synchronization
 /// }
 /// ```
 public actor WebSocket {
-    /// A number unique among this server's connections (never reused while it runs).
-    public nonisolated let id: Int
+    /// A number unique among this server's connections (never reused while it
+    /// runs); a cluster node's ``DistributedFD/fd``.
+    public nonisolated let id: UInt64
     /// The upgrade request: path, query, headers, peer address.
     public nonisolated let request: WebSocketRequest
     /// What the route's `shouldUpgrade` attached when it accepted the connection.
@@ -47,7 +48,7 @@ public actor WebSocket {
     /// The event loop this connection (and this actor) runs on.
     public nonisolated var eventLoop: any EventLoop { channel.eventLoop }
 
-    package init(id: Int, request: WebSocketRequest, attributes: [String: String], channel: any Channel,
+    package init(id: UInt64, request: WebSocketRequest, attributes: [String: String], channel: any Channel,
                  configuration: WebSocketServerConfiguration, counters: NodeCounters) {
         self.counters = counters
         self.id = id
@@ -165,17 +166,26 @@ public struct WebSocketRequest: Sendable {
     public var headers: HTTPHeaders
     /// The peer's address, as text.
     public var remoteAddress: String?
+    /// The number the connection gets if it is accepted (its ``WebSocket/id``).
+    public var connectionID: UInt64
 
-    package init(path: String, uri: String, headers: HTTPHeaders, remoteAddress: String?) {
+    package init(path: String, uri: String, headers: HTTPHeaders, remoteAddress: String?, connectionID: UInt64 = 0) {
         self.path = path
         self.uri = uri
         self.headers = headers
         self.remoteAddress = remoteAddress
+        self.connectionID = connectionID
     }
 
     /// The first value of header `name` (case-insensitive).
     public func header(_ name: String) -> String? {
         headers[name].first
+    }
+
+    /// The value of query parameter `name`, percent-decoded (`+` is a space);
+    /// `nil` when it is missing or its escapes are malformed.
+    public func decodedQueryParameter(_ name: String) -> String? {
+        queryParameter(name).flatMap { PercentDecoding.decode($0, plusAsSpace: true) }
     }
 
     /// The value of query parameter `name` (percent-decoding is not applied).

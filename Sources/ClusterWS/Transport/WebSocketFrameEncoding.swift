@@ -4,8 +4,6 @@ import NIOCore
 /// frame is byte-for-byte valid for every connection and can be shared by a
 /// fan-out.
 enum WebSocketFrameEncoding {
-    static let opcodeText: UInt8 = 0x1
-    static let opcodeBinary: UInt8 = 0x2
     static let opcodeClose: UInt8 = 0x8
     static let opcodePing: UInt8 = 0x9
     static let opcodePong: UInt8 = 0xA

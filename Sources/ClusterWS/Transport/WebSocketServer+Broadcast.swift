@@ -14,7 +14,7 @@ extension WebSocketServer {
     /// Other loops' drains are queued before the caller's own loop runs its
     /// share, so both cores work at once. Order is preserved per connection.
     /// - Parameter except: connection ids to skip.
-    public func broadcast(_ messages: [WebSocketMessage], except: Set<Int> = []) {
+    public func broadcast(_ messages: [WebSocketMessage], except: Set<UInt64> = []) {
         _ = enqueue(messages, except: except, notify: false)
     }
 
@@ -22,12 +22,12 @@ extension WebSocketServer {
     /// every event loop has written the messages to its connections (handed
     /// to the sockets, not yet read by the clients). Awaiting each broadcast
     /// paces a sender to what the server can write.
-    public func broadcastAndWait(_ messages: [WebSocketMessage], except: Set<Int> = []) async {
+    public func broadcastAndWait(_ messages: [WebSocketMessage], except: Set<UInt64> = []) async {
         let written = enqueue(messages, except: except, notify: true)
         for future in written { try? await future.get() }
     }
 
-    private func enqueue(_ messages: [WebSocketMessage], except: Set<Int>, notify: Bool) -> [EventLoopFuture<Void>] {
+    private func enqueue(_ messages: [WebSocketMessage], except: Set<UInt64>, notify: Bool) -> [EventLoopFuture<Void>] {
         guard !messages.isEmpty else { return [] }
         let size = messages.reduce(0) { $0 + $1.data.readableBytes }
         var written: [EventLoopFuture<Void>] = []
@@ -90,7 +90,7 @@ extension WebSocketServer {
     }
 
     /// Sends one message to every open connection; see ``broadcast(_:except:)-([WebSocketMessage],_)``.
-    public func broadcast(_ message: WebSocketMessage, except: Set<Int> = []) {
+    public func broadcast(_ message: WebSocketMessage, except: Set<UInt64> = []) {
         broadcast([message], except: except)
     }
 

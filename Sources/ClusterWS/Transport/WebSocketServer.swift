@@ -32,6 +32,7 @@ public final class WebSocketServer: Service, Sendable {
     /// A registered WebSocket path.
     struct Route: Sendable {
         var shouldUpgrade: @Sendable (WebSocketRequest) async throws -> WebSocketUpgradeDecision
+        var onAbandon: (@Sendable (WebSocketRequest, [String: String]) -> Void)?
         var onOpen: @Sendable (WebSocket) async -> Void
         var onClose: (@Sendable (WebSocket, WebSocketCloseCode) -> Void)?
     }
@@ -43,7 +44,7 @@ public final class WebSocketServer: Service, Sendable {
         var port: Int?
         var portWaiters: [CheckedContinuation<Int, any Error>] = []
         var shuttingDown = false
-        var nextID = 0
+        var nextID: UInt64 = 0
         /// Why the server will never listen (its bind failed, or its owner gave up).
         var failure: (any Error)?
     }
@@ -102,7 +103,23 @@ public final class WebSocketServer: Service, Sendable {
         onClose: (@Sendable (WebSocket, WebSocketCloseCode) -> Void)? = nil,
         onOpen: @escaping @Sendable (WebSocket) async -> Void
     ) {
-        state.withLock { $0.routes[path] = Route(shouldUpgrade: shouldUpgrade, onOpen: onOpen, onClose: onClose) }
+        state.withLock { $0.routes[path] = Route(shouldUpgrade: shouldUpgrade, onAbandon: nil, onOpen: onOpen, onClose: onClose) }
+    }
+
+    /// Registers a WebSocket endpoint whose `shouldUpgrade` reserves something
+    /// (a cluster node counts the connection against its user's limit):
+    /// `onAbandon` gives it back when an accepted handshake closes before the
+    /// connection opens, with the request and the attributes it was accepted with.
+    package func addRoute(
+        _ path: String,
+        shouldUpgrade: @escaping @Sendable (WebSocketRequest) async throws -> WebSocketUpgradeDecision,
+        onAbandon: @escaping @Sendable (WebSocketRequest, [String: String]) -> Void,
+        onClose: @escaping @Sendable (WebSocket, WebSocketCloseCode) -> Void,
+        onOpen: @escaping @Sendable (WebSocket) async -> Void
+    ) {
+        state.withLock {
+            $0.routes[path] = Route(shouldUpgrade: shouldUpgrade, onAbandon: onAbandon, onOpen: onOpen, onClose: onClose)
+        }
     }
 
     /// Answers plain HTTP requests (not upgrades, not WebSocket paths).
@@ -299,8 +316,14 @@ public final class WebSocketServer: Service, Sendable {
             let origin = head.headers["origin"].first
             guard let origin, allowed.contains(origin) else { return reject(.forbidden("origin not allowed")) }
         }
+        // The connection's number is drawn now, so `shouldUpgrade` can record it before the upgrade.
+        let connectionID = state.withLock { state in
+            state.nextID += 1
+            return state.nextID
+        }
+        handshake.value.connectionID = connectionID
         let request = WebSocketRequest(path: path, uri: head.uri, headers: head.headers,
-                                       remoteAddress: channel.remoteAddress?.description)
+                                       remoteAddress: channel.remoteAddress?.description, connectionID: connectionID)
         return eventLoop.makeFutureWithTask { try await route.shouldUpgrade(request) }
             .flatMapErrorThrowing { error in
                 throw HandshakeRejection.unauthorized("authentication failed")
@@ -309,6 +332,12 @@ public final class WebSocketServer: Service, Sendable {
                 switch decision.outcome {
                 case .accept(let attributes, let headers):
                     handshake.value.attributes = attributes
+                    if let onAbandon = route.onAbandon {
+                        // Accepted but never opened (the client left, the upgrade failed): give back.
+                        channel.closeFuture.whenComplete { _ in
+                            if !handshake.value.installed { onAbandon(request, attributes) }
+                        }
+                    }
                     return headers
                 case .reject(let status, let reason):
                     let rejection: HandshakeRejection = switch status {
@@ -335,12 +364,13 @@ public final class WebSocketServer: Service, Sendable {
         handshakeEnded(handshake)
         let path = String(HandshakeValidator.path(of: head.uri))
         guard let route = state.withLock({ $0.routes[path] }) else { throw HandshakeRejection.notFound }
-        let id = state.withLock { state in
+        handshake.value.installed = true
+        let id = handshake.value.connectionID ?? state.withLock { state in
             state.nextID += 1
             return state.nextID
         }
         let request = WebSocketRequest(path: path, uri: head.uri, headers: head.headers,
-                                       remoteAddress: channel.remoteAddress?.description)
+                                       remoteAddress: channel.remoteAddress?.description, connectionID: id)
         let socket = WebSocket(id: id, request: request, attributes: handshake.value.attributes,
                                channel: channel, configuration: configuration, counters: counters)
         connections.insert(socket)

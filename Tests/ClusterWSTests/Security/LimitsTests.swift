@@ -72,6 +72,75 @@ struct LimitsTests {
         }
     }
 
+    /// The limit is checked and recorded in one step on Redis: 20 handshakes
+    /// of one uid at once, on two nodes, never admit more than the limit.
+    @Test func concurrentHandshakesOfOneUserNeverOvershootTheLimit() async throws {
+        try await withRedisServer { redis in
+            var nodes: [ClusterNode] = []
+            for id in ["a", "b"] {
+                var configuration = ClusterConfiguration(redisURL: .init(redis.url), serverID: id, namespace: "test",
+                                                         webSocket: .init(keepalive: .disabled, closeTimeout: .seconds(1)))
+                configuration.maxConnectionsPerUser = 5
+                var logger = Logger(label: "test")
+                logger.logLevel = .critical
+                let node = try ClusterNode(configuration: configuration, logger: logger)
+                node.webSocket("/ws", authenticate: { $0.queryParameter("uid") }) { _ in }
+                nodes.append(node)
+            }
+            let harness = ServiceGroupHarness(nodes[0], nodes[1])
+            try await harness.start()
+            let ports = [try await nodes[0].waitUntilListening(), try await nodes[1].waitUntilListening()]
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<20 {
+                    group.addTask {
+                        let client = try await RawClient.connect(port: ports[index % 2])
+                        try await client.send(Wire.handshake(path: "/ws?uid=crowd"))
+                        return try await client.readHTTPResponse().status
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == 101 }.count == 5)
+            #expect(statuses.filter { $0 == 429 }.count == 15)
+            #expect(try await nodes[0].relations.findUserFDs(uid: "crowd").count == 5)
+            try await harness.shutdownGracefully()
+        }
+    }
+
+    /// A handshake admitted (and counted) that never opens gives its place back.
+    @Test func anAdmittedHandshakeThatNeverOpensGivesItsPlaceBack() async throws {
+        try await withRedisServer { redis in
+            var configuration = ClusterConfiguration(redisURL: .init(redis.url), serverID: "a", namespace: "test",
+                                                     webSocket: .init(keepalive: .disabled, closeTimeout: .seconds(1)))
+            configuration.maxConnectionsPerUser = 1
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            let node = try ClusterNode(configuration: configuration, logger: logger)
+            let gate = Recorder<Int>()
+            node.webSocket("/ws", authenticate: { request in
+                gate.append(1)
+                await gate.wait(for: 2)  // held until the client has left
+                return request.queryParameter("uid")
+            }) { socket in try? await socket.socket.send(.text("ready \(socket.fd)")) }
+            let harness = ServiceGroupHarness(node)
+            try await harness.start()
+            let port = try await node.waitUntilListening()
+            let leaver = try await RawClient.connect(port: port)
+            try await leaver.send(Wire.handshake(path: "/ws?uid=solo"))
+            await gate.wait(for: 1)
+            leaver.close()
+            gate.append(2)
+            // Its reservation is released when its channel closes; the user's one place is free again.
+            try await eventually("the place to be given back") {
+                let members = try await node.redis.send(RedisCommand("SCARD", .string(node.keys.user("solo"))))
+                return members.int == 0
+            }
+            let stayer = try await ClusterClient.connect(node, uid: "solo")
+            stayer.close()
+            try await harness.shutdownGracefully()
+        }
+    }
+
     @Test func twoClustersShareOneRedisWithoutSeeingEachOther() async throws {
         try await withRedisServer { redis in
             let one = try await TestCluster.start(["a", "b"], redis: redis, namespace: "one")

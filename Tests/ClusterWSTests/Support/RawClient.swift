@@ -18,7 +18,8 @@ final class RawClient: Sendable {
 
     /// - Parameter receiveBuffer: `SO_RCVBUF` in bytes, to make a client that stops reading back up sooner.
     static func connect(port: Int, host: String = "127.0.0.1", receiveBuffer: Int? = nil) async throws -> RawClient {
-        let box = Mutex<RawClient?>(nil)
+        // Events that arrive before the client exists (a server that closes at once) are kept and replayed.
+        let box = Mutex<(client: RawClient?, early: [Event])>((nil, []))
         var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
         if let receiveBuffer {
@@ -28,13 +29,22 @@ final class RawClient: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(Collector { event in
-                        box.withLock { $0 }?.receive(event)
+                        let client = box.withLock { box -> RawClient? in
+                            if box.client == nil { box.early.append(event) }
+                            return box.client
+                        }
+                        client?.receive(event)
                     })
                 }
             }
             .connect(host: host, port: port).get()
         let client = RawClient(channel: channel)
-        box.withLock { $0 = client }
+        let early = box.withLock { box -> [Event] in
+            box.client = client
+            defer { box.early = [] }
+            return box.early
+        }
+        for event in early { client.receive(event) }
         return client
     }
 

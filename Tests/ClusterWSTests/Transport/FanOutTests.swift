@@ -15,7 +15,7 @@ struct FanOutTests {
                 for _ in 0..<4 { texts.append(try await client.readFrame().text) }
                 #expect(texts == ["one", "\u{2}", "three", "four"])
             }
-            let skip = Set([1, 2])  // connection ids are 1-based in order of upgrade
+            let skip: Set<UInt64> = [1, 2]  // connection ids are 1-based in order of upgrade
             server.broadcast(.text("not you"), except: skip)
             #expect(try await clients[2].readFrame().text == "not you")
             for client in clients { client.close() }

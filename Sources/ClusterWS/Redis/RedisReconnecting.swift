@@ -3,81 +3,13 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 
-/// The connection state shared by ``RedisConnection`` and ``RedisSubscriber``:
-/// which channel is live, how many times it has (re)connected, and the tasks
-/// waiting for the next connection.
-struct RedisLink {
-    enum Phase {
-        case idle
-        case connecting
-        /// Connected; setup commands (a subscriber's re-subscribe) are running.
-        case preparing(any Channel)
-        /// Connected and set up; health checks are answered.
-        case ready(any Channel)
-        case disconnected
-        case shutdown
-    }
-
-    var phase: Phase = .idle
-    /// Bumped on every successful (re)connect, once the connection is ready.
-    var generation = 0
-    /// Why the last connect attempt failed, reported to commands that give up waiting.
-    var lastError: RedisError?
-    var shuttingDown = false
-    /// Counts reconnects (every connect after the first), if set.
-    var reconnects: Counter?
-    private var waiters: [Int: (after: Int, continuation: CheckedContinuation<Void, any Error>)] = [:]
-    private var nextWaiterID = 0
-
-    var channel: (any Channel)? {
-        switch phase {
-        case .preparing(let channel), .ready(let channel): channel
-        default: nil
-        }
-    }
-
-    /// Set up, and its last health check (if any) was answered in time.
-    var isReady: Bool {
-        if case .ready(let channel) = phase { return channel.isActive }
-        return false
-    }
-
-    mutating func addWaiter(after generation: Int, _ continuation: CheckedContinuation<Void, any Error>) -> Int {
-        nextWaiterID += 1
-        waiters[nextWaiterID] = (generation, continuation)
-        return nextWaiterID
-    }
-
-    /// Fails one waiter (its deadline passed); a no-op if it was already resumed.
-    mutating func failWaiter(_ id: Int, with error: RedisError) {
-        waiters.removeValue(forKey: id)?.continuation.resume(throwing: error)
-    }
-
-    /// The connection is ready: resume everyone waiting for a generation below this one.
-    mutating func markReady() {
-        generation += 1
-        if generation > 1 { reconnects?.increment() }
-        lastError = nil
-        for (id, waiter) in waiters where waiter.after < generation {
-            waiters.removeValue(forKey: id)
-            waiter.continuation.resume()
-        }
-    }
-
-    mutating func failAllWaiters(with error: RedisError) {
-        let all = waiters
-        waiters.removeAll()
-        for waiter in all.values { waiter.continuation.resume(throwing: error) }
-    }
-}
-
 /// An actor that keeps one Redis connection alive on its own event loop:
 /// connect, hand over, wait for the close, back off, reconnect.
 protocol RedisReconnecting: Actor {
     var configuration: RedisConfiguration { get }
     nonisolated var eventLoop: any EventLoop { get }
     var logger: Logger { get }
-    var link: RedisLink { get set }
+    var link: RedisLinkState<CheckedContinuation<Void, any Error>> { get set }
     /// Opens and authenticates a channel with this client's handlers.
     func openChannel() async throws -> any Channel
     /// Runs once a channel is open, before waiters are told (re-subscribe here).
@@ -104,44 +36,38 @@ extension RedisReconnecting {
     }
 
     private func connectionLoop() async {
-        var attempt = 0
-        while !Task.isCancelled && !link.shuttingDown {
-            link.phase = .connecting
+        while !Task.isCancelled, link.connectStarted() {
+            let attempt: Int
             do {
                 let channel = try await openChannel()
-                link.phase = .preparing(channel)
+                link.connected(channel)
                 do {
                     try await prepare(channel)
-                    link.phase = .ready(channel)
-                    link.markReady()
-                    attempt = 0
+                    for waiter in link.prepared() { waiter.resume() }
                     logger.debug("redis connected", metadata: ["redis.generation": "\(link.generation)"])
                 } catch {
                     channel.close(promise: nil)
                     throw error
                 }
                 await waitForClose(channel)
-                if Task.isCancelled || link.shuttingDown {
+                if Task.isCancelled || link.isShuttingDown {
                     logger.debug("redis connection closed")
                 } else {
                     logger.warning("redis connection lost; reconnecting")
                 }
+                attempt = link.closed()
             } catch {
                 let redisError = error as? RedisError ?? .connectionRefused("\(error)")
-                link.lastError = redisError
+                attempt = link.failed(redisError)
                 logger.log(level: attempt == 0 ? .warning : .debug, "redis connect failed",
                            metadata: ["error": "\(redisError)", "attempt": "\(attempt)"])
             }
-            link.phase = .disconnected
-            if Task.isCancelled || link.shuttingDown { break }
-            let delay = configuration.reconnectBackoff.delay(attempt: attempt)
-            attempt += 1
-            do { try await Task.sleep(for: delay) } catch { break }
+            if Task.isCancelled || link.isShuttingDown { break }
+            do { try await Task.sleep(for: configuration.reconnectBackoff.delay(attempt: attempt)) } catch { break }
         }
-        link.shuttingDown = true
-        link.channel?.close(promise: nil)
-        link.phase = .shutdown
-        link.failAllWaiters(with: .shutdown)
+        let (channel, waiters) = link.stopped()
+        channel?.close(promise: nil)
+        for waiter in waiters { waiter.resume(throwing: RedisError.shutdown) }
     }
 
     /// Waits until `channel` closes, checking meanwhile that Redis still
@@ -188,10 +114,10 @@ extension RedisReconnecting {
     /// Stops accepting commands, lets Redis answer everything already written
     /// (`QUIT` is queued behind it), then closes; ``run()`` returns after that.
     func beginShutdown() {
-        guard !link.shuttingDown else { return }
-        link.shuttingDown = true
-        link.failAllWaiters(with: .shutdown)
-        guard let channel = link.channel else { return }
+        guard !link.isShuttingDown else { return }
+        let (drain, waiters) = link.shutdownRequested()
+        for waiter in waiters { waiter.resume(throwing: RedisError.shutdown) }
+        guard let channel = drain else { return }
         // QUIT is answered after every command already written, then Redis
         // closes the socket, which ends waitForClose. Close anyway if Redis is slow.
         _ = RedisConnector.execute([RedisCommand("QUIT")], on: channel, timeout: .seconds(1))
@@ -202,10 +128,13 @@ extension RedisReconnecting {
     /// The live channel, or waits for the next connection up to
     /// `disconnectedCommandWait`.
     func readyChannel() async throws -> any Channel {
-        if link.shuttingDown { throw RedisError.shutdown }
-        if let channel = link.channel, channel.isActive, link.generation > 0 { return channel }
+        switch link.readiness {
+        case .send(let channel): return channel
+        case .fail(let error): throw error
+        case .wait: break
+        }
         try await waitForConnection(after: link.generation, timeout: configuration.disconnectedCommandWait)
-        guard let channel = link.channel else { throw link.lastError ?? .notConnected }
+        guard case .send(let channel) = link.readiness else { throw link.lastError ?? .notConnected }
         return channel
     }
 
@@ -217,13 +146,13 @@ extension RedisReconnecting {
     /// Waits until the client has connected more than `generation` times.
     func waitForConnection(after generation: Int, timeout: Duration) async throws {
         if link.generation > generation, link.channel != nil { return }
-        if link.shuttingDown { throw RedisError.shutdown }
+        if link.isShuttingDown { throw RedisError.shutdown }
         guard timeout > .zero else { throw link.lastError ?? .notConnected }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let id = link.addWaiter(after: generation, continuation)
             eventLoop.scheduleTask(in: timeout.timeAmount) {
                 self.assumeIsolated { client in
-                    client.link.failWaiter(id, with: client.link.lastError ?? .notConnected)
+                    client.link.removeWaiter(id)?.resume(throwing: client.link.lastError ?? .notConnected)
                 }
             }
         }

@@ -1,0 +1,146 @@
+import CoreMetrics
+import NIOCore
+
+/// The one path every send takes, `send…` and `post…` alike:
+///
+/// 1. ``plan(_:_:)`` checks the arguments, finds this node's own targets and
+///    encodes the envelope for the others, once;
+/// 2. ``send(_:)`` or ``post(_:)`` writes to the local connections (through the
+///    transport's ordered per-loop queue) and hands the remote part to the
+///    driver, waiting for Redis's answer or not.
+struct DeliveryPipeline: Sendable {
+    let id: String
+    let epoch: UInt64
+    let registry: LocalRegistry
+    let server: WebSocketServer
+    let driver: any DeliveryDriver
+    let checks: ArgumentChecks
+    let metrics: ClusterMetrics
+
+    /// Resolves a send: checks, local targets, the remote part (encoded once).
+    /// - Throws: ``ClusterError`` for a bad name, too many targets, or a message
+    ///   that cannot be encoded; nothing has been sent then.
+    func plan(_ destination: Destination, _ message: WebSocketMessage) throws(ClusterError) -> DeliveryPlan {
+        try checks.check(destination)
+        let local: DeliveryPlan.Local
+        var reachedHere: [Int]
+        var remote: Destination? = destination
+        switch destination {
+        case .user(let uid):
+            let sockets = registry.sockets(user: uid)
+            (local, reachedHere) = (.sockets(sockets), [sockets.isEmpty ? 0 : 1])
+        case .room(let room):
+            let sockets = registry.sockets(room: room)
+            (local, reachedHere) = (.sockets(sockets), [sockets.isEmpty ? 0 : 1])
+        case .users(let uids):
+            var seen = Set<String>()
+            let distinct = uids.filter { seen.insert($0).inserted }
+            let perUser = distinct.map { registry.sockets(user: $0) }
+            local = .sockets(perUser.flatMap { $0 })
+            reachedHere = perUser.map { $0.isEmpty ? 0 : 1 }
+            remote = distinct.isEmpty ? nil : .users(distinct)
+        case .connections(let node, let targetEpoch, let fds) where node == id:
+            let sockets = targetEpoch == epoch ? registry.sockets(fds: fds) : []
+            (local, reachedHere, remote) = (.sockets(sockets), [sockets.isEmpty ? 0 : 1], nil)
+        case .connections:
+            (local, reachedHere) = (.sockets([]), [0])
+        case .everyone(let except):
+            let mine = Set(except.compactMap { $0.node == id && $0.epoch == epoch ? $0.fd : nil })
+            (local, reachedHere) = (.everyone(except: mine), [1])
+        }
+        var delivery: RemoteDelivery?
+        if let remote {
+            let envelope = Envelope(target: remote.envelopeTarget, kind: message.kind, originNode: id,
+                                    originEpoch: epoch, payload: message.data)
+            do {
+                delivery = RemoteDelivery(destination: remote, envelope: try envelope.encoded(), reachedHere: reachedHere)
+            } catch {
+                throw .unencodable("\(error)")
+            }
+        }
+        return DeliveryPlan(message: message, destination: destination, local: local, reachedHere: reachedHere,
+                            remote: delivery)
+    }
+
+    /// Carries out `plan` and waits for Redis: per target, how many nodes had
+    /// it (this one included).
+    func send(_ plan: DeliveryPlan) async throws -> [Int] {
+        deliverLocally(plan)
+        guard let remote = plan.remote else { return plan.reachedHere }
+        let others = try await driver.send(remote)
+        return zip(plan.reachedHere, others).map(+)
+    }
+
+    /// Carries out `plan` without waiting for Redis.
+    func post(_ plan: DeliveryPlan) {
+        deliverLocally(plan)
+        if let remote = plan.remote { driver.post(remote) }
+    }
+
+    private func deliverLocally(_ plan: DeliveryPlan) {
+        metrics.messagesOut[plan.destination.metricLabel]?.increment()
+        switch plan.local {
+        case .sockets(let sockets):
+            metrics.deliveredLocal.increment(by: sockets.count)
+            server.send(plan.message, to: sockets)
+        case .everyone(let except):
+            // Through the transport's per-loop queue, which targeted local deliveries share:
+            // order holds between them, and back-to-back broadcasts merge into one write per connection.
+            metrics.deliveredLocal.increment(by: max(server.connectionCount - except.count, 0))
+            server.broadcast(plan.message, except: except)
+        }
+    }
+}
+
+/// The checks of an application's arguments, once, where they enter the API
+/// (counted in `clusterws_limit_hits_total` when they refuse).
+struct ArgumentChecks: Sendable {
+    let limits: ClusterConfiguration.Limits
+    let counters: NodeCounters
+
+    func check(_ destination: Destination) throws(ClusterError) {
+        switch destination {
+        case .user(let uid): try check(uid: uid)
+        case .room(let room): try check(room: room)
+        case .users(let uids):
+            try counted { () throws(ClusterError) in
+                try Names.check(uids, .uid, maxBytes: limits.maxNameBytes, maxCount: limits.maxTargetsPerCall)
+            }
+        case .connections(let node, _, _): try check(node: node)
+        case .everyone(let except):
+            try counted { () throws(ClusterError) in
+                guard except.count <= limits.maxTargetsPerCall else {
+                    throw .tooManyTargets(count: except.count, limit: limits.maxTargetsPerCall)
+                }
+                for fd in except { try Names.check(fd.node, .serverID, maxBytes: Names.maxIdentifierBytes) }
+            }
+        }
+    }
+
+    func check(uid: String) throws(ClusterError) {
+        try counted { () throws(ClusterError) in try Names.check(uid, .uid, maxBytes: limits.maxNameBytes) }
+    }
+
+    func check(room: String) throws(ClusterError) {
+        try counted { () throws(ClusterError) in try Names.check(room, .room, maxBytes: limits.maxNameBytes) }
+    }
+
+    /// A node id the application gave (in a ``DistributedFD``).
+    func check(node: String) throws(ClusterError) {
+        try counted { () throws(ClusterError) in try Names.check(node, .serverID, maxBytes: Names.maxIdentifierBytes) }
+    }
+
+    /// Counts a refusal once, under the limit it hit.
+    func counted(_ body: () throws(ClusterError) -> Void) throws(ClusterError) {
+        do {
+            try body()
+        } catch {
+            switch error {
+            case .tooManyTargets: counters.hit(.targetsPerCall)
+            case .tooManyRooms: counters.hit(.roomsPerConnection)
+            default: counters.hit(.names)
+            }
+            throw error
+        }
+    }
+}

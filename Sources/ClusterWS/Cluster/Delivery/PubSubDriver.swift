@@ -1,0 +1,73 @@
+import NIOCore
+
+/// The pub/sub driver (the seed's `SubscribeDriver`): a message for other
+/// nodes is one `PUBLISH` on the user's, room's, node's or the broadcast
+/// channel, which Redis routes to the nodes subscribed to it. At-most-once.
+///
+/// On a Redis Cluster (`sharded`) user, room and node channels are sharded
+/// (`SPUBLISH`, to the channel's master only) and the broadcast channel stays
+/// classic (the cluster bus carries it to every node). A message to many
+/// users goes once to each node that has any of them: by one script run on
+/// one Redis, by a read and then one `SPUBLISH` per node on a cluster.
+struct PubSubDriver: DeliveryDriver {
+    let redis: any RedisCommands
+    let sharded: Bool
+    let context: DriverContext
+    /// Posts to many users on a cluster read first, so they run in a chain.
+    private let chain = PostChain()
+
+    init(redis: any RedisCommands, sharded: Bool, context: DriverContext) {
+        self.redis = redis
+        self.sharded = sharded
+        self.context = context
+    }
+
+    func send(_ delivery: RemoteDelivery) async throws -> [Int] {
+        guard case .users(let uids) = delivery.destination else {
+            let subscribers = try await redis.send(publishCommand(delivery)).int ?? 0
+            // This node counts among the subscribers of a channel it has members of.
+            return [max(subscribers - delivery.reachedHere[0], 0)]
+        }
+        if !sharded {
+            let reply = try await redis.evaluate(MultiUserScript.script, MultiUserScript.arguments(
+                uids, envelope: delivery.envelope, transport: "publish", context: context))
+            return MultiUserScript.counts(reply, expected: uids.count)
+        }
+        let found = try await UserNodes.read(uids, from: redis, context: context)
+        let nodes = Array(found.epochs.keys)
+        let replies = try await redis.send(batch: nodes.map { node in
+            RedisCommand("SPUBLISH", .string(context.keys.nodeChannel(node)), .bytes(delivery.envelope))
+        })
+        var reached = Set<String>()
+        for (node, reply) in zip(nodes, replies) where ((try? reply.get())?.int ?? 0) > 0 { reached.insert(node) }
+        return found.counts(reached: reached)
+    }
+
+    func post(_ delivery: RemoteDelivery) {
+        let context = self.context
+        guard case .users(let uids) = delivery.destination else {
+            return redis.post(publishCommand(delivery)) { context.postFailed($0) }
+        }
+        if !sharded {
+            return redis.post(MultiUserScript.script, MultiUserScript.arguments(
+                uids, envelope: delivery.envelope, transport: "publish", context: context)) { context.postFailed($0) }
+        }
+        chain.append {
+            do { _ = try await send(delivery) } catch { context.postFailed(error) }
+        }
+    }
+
+    /// `PUBLISH` (or `SPUBLISH`) of the envelope on the destination's channel.
+    private func publishCommand(_ delivery: RemoteDelivery) -> RedisCommand {
+        let keys = context.keys
+        let channel: String
+        switch delivery.destination {
+        case .user(let uid): channel = keys.userChannel(uid)
+        case .room(let room): channel = keys.roomChannel(room)
+        case .connections(let node, _, _): channel = keys.nodeChannel(node)
+        case .everyone, .users: channel = keys.allChannel
+        }
+        let verb = sharded && channel != keys.allChannel ? "SPUBLISH" : "PUBLISH"
+        return RedisCommand(verb, .string(channel), .bytes(delivery.envelope))
+    }
+}

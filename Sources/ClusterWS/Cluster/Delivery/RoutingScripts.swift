@@ -1,0 +1,168 @@
+import NIOCore
+
+// The Lua scripts ClusterWS runs on Redis, and how they are called.
+
+/// A Lua script run by its SHA-1 (`EVALSHA`); when Redis's script cache does
+/// not have it (`NOSCRIPT`: first use, a restart, `SCRIPT FLUSH`) it is run
+/// once with its source (`EVAL`), which also puts it back in the cache.
+struct LuaScript: Sendable {
+    let source: String
+    /// The SHA-1 in lowercase hex, as `SCRIPT LOAD` answers it.
+    let sha1: String
+
+    init(_ source: String) {
+        self.source = source
+        self.sha1 = WebSocketAccept.sha1(Array(source.utf8)).map { byte in
+            let hex = String(byte, radix: 16)
+            return hex.count == 1 ? "0" + hex : hex
+        }.joined()
+    }
+
+    /// `EVALSHA sha numkeys keys… arguments…`, or `EVAL source …` with `bySource`.
+    /// On a Redis Cluster the command goes to the first key's master.
+    func command(keys: [String] = [], _ arguments: [RedisArgument], bySource: Bool = false) -> RedisCommand {
+        RedisCommand(bySource ? "EVAL" : "EVALSHA",
+                     arguments: [.string(bySource ? source : sha1), .integer(keys.count)] + keys.map { .string($0) } + arguments)
+    }
+
+    /// Whether `error` says the script is not in Redis's cache.
+    static func isMissing(_ error: any Error) -> Bool {
+        if case RedisError.reply(let message) = error { return message.hasPrefix("NOSCRIPT") }
+        return false
+    }
+}
+
+extension RedisCommands {
+    /// Runs `script` by SHA, and by source when Redis's cache does not have it.
+    func evaluate(_ script: LuaScript, keys: [String] = [], _ arguments: [RedisArgument]) async throws -> RedisValue {
+        do {
+            return try await send(script.command(keys: keys, arguments))
+        } catch where LuaScript.isMissing(error) {
+            return try await send(script.command(keys: keys, arguments, bySource: true))
+        }
+    }
+
+    /// Posts `script` by SHA; when Redis's cache does not have it, posts it again by source
+    /// (which loads it, so the SHA works after it). Other failures go to `onFailure`.
+    func post(_ script: LuaScript, keys: [String] = [], _ arguments: [RedisArgument],
+              onFailure: @escaping @Sendable (RedisError) -> Void) {
+        post(script.command(keys: keys, arguments)) { error in
+            guard LuaScript.isMissing(error) else { return onFailure(error) }
+            post(script.command(keys: keys, arguments, bySource: true), onFailure: onFailure)
+        }
+    }
+}
+
+/// The queue driver's routing on one Redis server. Every node has a durable inbox, a Redis Stream read
+/// through a consumer group. Sends route to the streams of the nodes that
+/// need them in one round trip (a Lua script, loaded once and run with
+/// EVALSHA); consumers acknowledge an entry only after it was handed to the
+/// sockets. At-least-once: an entry read but not acknowledged when a
+/// consumer's connection drops is read again (so duplicates are bounded by
+/// consumers × concurrency per outage).
+enum QueueScript {
+    /// ARGV: namespace, mode (user|room|all|node), target, self node, maxlen,
+    /// envelope, user key, target epoch (node mode).
+    /// Returns how many node streams got the entry.
+    static let script = LuaScript("""
+    local ns, mode, target, self, maxlen, env = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+    local epochs = {}
+    if mode == 'user' then
+      for _, fd in ipairs(redis.call('SMEMBERS', ARGV[7])) do
+        local node, epoch = string.match(fd, '^(.*)#(%x+)#%d+$')
+        if node then epochs[node] = epoch end
+      end
+    elseif mode == 'node' then
+      epochs[target] = ARGV[8]
+    else
+      local set = (mode == 'room') and (ns .. ':room-nodes:' .. target) or (ns .. ':nodes')
+      for _, node in ipairs(redis.call('SMEMBERS', set)) do
+        local epoch = redis.call('GET', ns .. ':alive:' .. node)
+        if epoch then epochs[node] = epoch end
+      end
+    end
+    local count = 0
+    for node, epoch in pairs(epochs) do
+      if node ~= self then
+        redis.call('XADD', ns .. ':queue:' .. node, 'MAXLEN', '~', maxlen, '*', 'epoch', epoch, 'env', env)
+        count = count + 1
+      end
+    end
+    return count
+    """)
+}
+
+/// One message to many users, at a cost that grows with payload + number of
+/// users, never payload × users: the message is encoded once, as one
+/// envelope naming every user (``Envelope/Target/users(_:)``), and goes once
+/// to each node that has any of them (its node channel with pub/sub, its
+/// stream with the queue driver). Each receiving node delivers to its own
+/// connections of those users.
+///
+/// On one Redis server this is one script run: it reads the users' fds,
+/// groups them by node, and publishes (or `XADD`s) the same bytes once per
+/// node. On a Redis Cluster the users' keys live in different slots, so the
+/// node reads them first (pipelined per master) and then writes once per node.
+enum MultiUserScript {
+    /// ARGV: namespace, self node, transport (publish|xadd), maxlen, envelope,
+    /// then one user key per user. Returns, per user, how many other nodes got it.
+    static let script = LuaScript("""
+    local ns, self, transport, maxlen, env = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+    local nodesOf, epochs = {}, {}
+    for i = 6, #ARGV do
+      local set = {}
+      for _, fd in ipairs(redis.call('SMEMBERS', ARGV[i])) do
+        local node, epoch = string.match(fd, '^(.*)#(%x+)#%d+$')
+        if node and node ~= self then set[node] = true; epochs[node] = epoch end
+      end
+      nodesOf[#nodesOf + 1] = set
+    end
+    local reached = {}
+    for node, epoch in pairs(epochs) do
+      if transport == 'publish' then
+        reached[node] = redis.call('PUBLISH', ns .. ':node:' .. node, env) > 0
+      else
+        redis.call('XADD', ns .. ':queue:' .. node, 'MAXLEN', '~', maxlen, '*', 'epoch', epoch, 'env', env)
+        reached[node] = true
+      end
+    end
+    local counts = {}
+    for i, set in ipairs(nodesOf) do
+      local n = 0
+      for node in pairs(set) do if reached[node] then n = n + 1 end end
+      counts[i] = n
+    end
+    return counts
+    """)
+}
+
+
+extension MultiUserScript {
+    /// The script's arguments for `uids` (distinct), with `transport` `publish` or `xadd`.
+    static func arguments(_ uids: [String], envelope: ByteBuffer, transport: String,
+                          context: DriverContext) -> [RedisArgument] {
+        [.string(context.keys.namespace), .string(context.id), .string(transport), .integer(context.queue.maxLength),
+         .bytes(envelope)] + uids.map { .string(context.keys.user($0)) }
+    }
+
+    /// Per uid, how many other nodes got it (zeros if Redis answered something else).
+    static func counts(_ reply: RedisValue, expected: Int) -> [Int] {
+        let counts = reply.array?.map { $0.int ?? 0 } ?? []
+        return counts.count == expected ? counts : Array(repeating: 0, count: expected)
+    }
+}
+
+extension QueueScript {
+    /// The routing script's arguments for a destination other than `.users`.
+    static func arguments(_ delivery: RemoteDelivery, context: DriverContext) -> [RedisArgument] {
+        let keys = context.keys
+        let (mode, name, userKey, targetEpoch): (String, String, String, String) = switch delivery.destination {
+        case .user(let uid): ("user", uid, keys.user(uid), "")
+        case .room(let room): ("room", room, "", "")
+        case .everyone, .users: ("all", "", "", "")
+        case .connections(let node, let epoch, _): ("node", node, "", DistributedFD.hex(epoch: epoch))
+        }
+        return [.string(keys.namespace), .string(mode), .string(name), .string(context.id),
+                .integer(context.queue.maxLength), .bytes(delivery.envelope), .string(userKey), .string(targetEpoch)]
+    }
+}

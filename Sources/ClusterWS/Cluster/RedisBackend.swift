@@ -1,0 +1,68 @@
+import Logging
+import NIOPosix
+
+/// The Redis a node talks to: one server, or a Redis Cluster. Each case keeps
+/// its concrete types, so nothing needs a downcast to reach them.
+package enum RedisBackend: Sendable {
+    /// One server: a command connection and a subscriber connection.
+    case single(RedisConnection, RedisSubscriber)
+    /// A Redis Cluster: a slot-routing client and sharded pub/sub.
+    case cluster(RedisClusterClient, ClusterPubSub)
+
+    /// Commands, whichever the topology.
+    var commands: any RedisCommands {
+        switch self {
+        case .single(let connection, _): connection
+        case .cluster(let client, _): client
+        }
+    }
+
+    /// Pub/sub, whichever the topology.
+    var pubSub: any RedisPubSub {
+        switch self {
+        case .single(_, let subscriber): subscriber
+        case .cluster(_, let subscriber): subscriber
+        }
+    }
+
+    /// The backend and the delivery driver for a node: the one place that
+    /// knows which driver runs on which topology.
+    static func make(configuration: ClusterConfiguration, redis: RedisConfiguration, context: DriverContext,
+                     metrics: ClusterMetrics, logger: Logger) -> (RedisBackend, any DeliveryDriver) {
+        let loops = MultiThreadedEventLoopGroup.singleton
+        let buffer = configuration.limits.subscriberBuffer
+        let counters = context.counters
+        let onOverflow: @Sendable (Int) -> Void = { counters.drop(.subscriberOverflow, count: $0) }
+        if redis.isCluster {
+            let cluster = RedisClusterClient(configuration: redis, logger: logger)
+            let allChannel = context.keys.allChannel
+            let pubSub = ClusterPubSub(RedisShardedSubscriber(cluster: cluster, buffer: buffer, onOverflow: onOverflow,
+                                                              logger: logger),
+                                       isClassic: { $0 == allChannel })
+            let driver: any DeliveryDriver = switch configuration.driver {
+            case .pubSub: PubSubDriver(redis: cluster, sharded: true, context: context)
+            case .queue:
+                ClusterQueueDriver(cluster: cluster, context: context, consumers: QueueConsumers(
+                    context: context, configuration: redis, makeConnection: { RedisClusterClient(configuration: $0, logger: logger) }))
+            }
+            return (.cluster(cluster, pubSub), driver)
+        }
+        // Scripts are loaded on every (re)connect, so calls by SHA find them even
+        // right after a Redis restart (and posts keep their order).
+        let scripts = [Registration.reserveScript, MultiUserScript.script]
+            + (configuration.driver == .queue ? [QueueScript.script] : [])
+        let connection = RedisConnection(configuration: redis, eventLoop: loops.next(), logger: logger,
+                                         commandDuration: metrics.redisCommand, reconnects: metrics.redisReconnects,
+                                         setupCommands: scripts.map { RedisCommand("SCRIPT", "LOAD", .string($0.source)) })
+        let subscriber = RedisSubscriber(configuration: redis, eventLoop: loops.next(), buffer: buffer, onOverflow: onOverflow,
+                                         logger: logger, reconnects: metrics.redisReconnects)
+        let driver: any DeliveryDriver = switch configuration.driver {
+        case .pubSub: PubSubDriver(redis: connection, sharded: false, context: context)
+        case .queue:
+            QueueDriver(redis: connection, context: context, consumers: QueueConsumers(
+                context: context, configuration: redis,
+                makeConnection: { RedisConnection(configuration: $0, eventLoop: loops.next(), logger: logger) }))
+        }
+        return (.single(connection, subscriber), driver)
+    }
+}

@@ -1,0 +1,68 @@
+import CoreMetrics
+import Logging
+
+/// Brings what other nodes sent to this node's connections: the messages of
+/// every subscribed channel (pub/sub) and the entries of this node's stream
+/// (queue driver) are envelopes; each is resolved against the local registry
+/// and queued on each event loop's ordered queue (the transport's), so a
+/// burst of broadcasts merges into one write per socket and nothing overtakes
+/// anything. Garbage is dropped and counted; routing goes on.
+struct Router: Sendable {
+    let id: String
+    let epoch: UInt64
+    let registry: LocalRegistry
+    let server: WebSocketServer
+    let counters: NodeCounters
+    let statistics: ClusterStatistics
+    let metrics: ClusterMetrics
+
+    /// Takes the subscriber's messages a burst at a time (one wake-up per
+    /// burst) until the subscriber stops.
+    func run(_ messages: PubSubMessages) async {
+        while true {
+            let batch = await messages.nextBatch()
+            if batch.isEmpty { return }
+            for message in batch {
+                do {
+                    route(try Envelope(decoding: message.payload))
+                } catch {
+                    counters.drop(.garbage, metadata: ["channel": "\(message.channel)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    /// Delivers one envelope to the local connections it is for.
+    func route(_ envelope: Envelope) {
+        let message = WebSocketMessage(kind: envelope.kind, data: envelope.payload)
+        let fromHere = envelope.originNode == id && envelope.originEpoch == epoch
+        let targets: [WebSocket]
+        switch envelope.target {
+        case .fds(let targetEpoch, let fds):
+            guard targetEpoch == epoch else {
+                counters.drop(.stale)
+                return
+            }
+            targets = registry.sockets(fds: fds)
+        case .user(let uid):
+            guard !fromHere else { return }  // delivered locally when sent
+            targets = registry.sockets(user: uid)
+        case .users(let uids):
+            guard !fromHere else { return }
+            targets = registry.sockets(users: uids)
+        case .room(let room):
+            guard !fromHere else { return }
+            targets = registry.sockets(room: room)
+        case .all(let except):
+            guard !fromHere else { return }
+            let mine = Set(except.compactMap { $0.node == id && $0.epoch == epoch ? $0.fd : nil })
+            statistics.countRouted()
+            metrics.deliveredRouted.increment(by: max(server.connectionCount - mine.count, 0))
+            server.broadcast(message, except: mine)
+            return
+        }
+        statistics.countRouted()
+        metrics.deliveredRouted.increment(by: targets.count)
+        server.send(message, to: targets)
+    }
+}
