@@ -15,7 +15,7 @@ struct ClusterWSChildChannel: ServerChildChannel, HTTPChannelHandler {
         /// A plain HTTP request for the Hummingbird router.
         case http(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
         /// A refused handshake: answer it and close.
-        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, status: Int, reason: String)
+        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, PlainHTTPResponse)
     }
 
     struct Value: ServerChildChannelValue {
@@ -48,7 +48,7 @@ struct ClusterWSChildChannel: ServerChildChannel, HTTPChannelHandler {
                             wrappingChannelSynchronously: channel,
                             configuration: .init(isOutboundHalfClosureEnabled: true))
                         if let rejection = handshake.value.rejection {
-                            return .refused(asyncChannel, status: Int(rejection.status.code), reason: rejection.reason)
+                            return .refused(asyncChannel, rejection.response)
                         }
                         return .http(asyncChannel)
                     }
@@ -69,16 +69,15 @@ struct ClusterWSChildChannel: ServerChildChannel, HTTPChannelHandler {
                 return
             case .http(let asyncChannel):
                 await handleHTTP(asyncChannel: asyncChannel, logger: logger)
-            case .refused(let asyncChannel, let status, let reason):
+            case .refused(let asyncChannel, let response):
                 try await asyncChannel.executeThenClose { _, outbound in
-                    var fields: HTTPFields = [.connection: "close", .contentLength: String(reason.utf8.count + 1)]
-                    if status == 426 {
-                        fields[.secWebSocketVersion] = "13"
-                        fields[.upgrade] = "websocket"
+                    var fields: HTTPFields = [.connection: "close", .contentLength: String(response.body.readableBytes)]
+                    for header in response.headers {
+                        if let name = HTTPField.Name(header.name) { fields.append(HTTPField(name: name, value: header.value)) }
                     }
                     try await outbound.write(contentsOf: [
-                        .head(HTTPResponse(status: .init(code: status), headerFields: fields)),
-                        .body(ByteBuffer(string: reason + "\n")),
+                        .head(HTTPResponse(status: .init(code: Int(response.status.code)), headerFields: fields)),
+                        .body(response.body),
                         .end(nil),
                     ])
                 }

@@ -1,10 +1,5 @@
 public import CoreMetrics
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// Everything a ``ClusterNode`` needs, mirroring the reference package's
 /// config keys (`user_relate_fd_key`, `fd_relate_user_key`, `ttl`,
@@ -16,7 +11,7 @@ import Darwin
 /// let node = ClusterNode(configuration: configuration)
 /// ```
 public struct ClusterConfiguration: Sendable {
-    /// This node's id. Defaults to `DISTRIBUTE_SERVER_ID`, else a random one.
+    /// This node's id (``fromEnvironment(_:)`` reads `DISTRIBUTE_SERVER_ID`); a random one by default.
     /// Every node of a cluster needs its own; `#` is not allowed.
     public var serverID: String
     /// Prefix of every Redis key and channel, so two clusters can share one Redis.
@@ -142,15 +137,16 @@ public struct ClusterConfiguration: Sendable {
         public init(stringLiteral value: String) { self.url = value }
     }
 
-    /// Creates a configuration with defaults that work on one machine.
+    /// Creates a configuration with defaults that work on one machine. It
+    /// reads no environment variables: see ``fromEnvironment(_:)`` for the
+    /// seed's (`DISTRIBUTE_SERVER_ID`, `LOCAL_PUSH_PROCESS_NUM`, …).
     public init(
         redisURL: RedisURL = "redis://127.0.0.1:6379",
         serverID: String? = nil,
         namespace: String = "clusterws",
         webSocket: WebSocketServerConfiguration = .init()
     ) {
-        self.serverID = serverID ?? getenv("DISTRIBUTE_SERVER_ID").map { String(cString: $0) }
-            ?? "node-" + String(UInt32.random(in: .min ... .max), radix: 16)
+        self.serverID = serverID ?? "node-" + String(UInt32.random(in: .min ... .max), radix: 16)
         self.namespace = namespace
         self.userRelateFDKey = "user:relate:fd:%s"
         self.fdRelateUserKey = "fd:relate:user:%s"
@@ -158,14 +154,32 @@ public struct ClusterConfiguration: Sendable {
         self.defaultOpcode = .binary
         self.driver = .pubSub
         self.maxConnectionsPerUser = 64
-        self.queue = Queue(
-            consumers: getenv("LOCAL_PUSH_PROCESS_NUM").flatMap { Int(String(cString: $0)) } ?? 1,
-            concurrency: getenv("LOCAL_PUSH_PROCESS_CONCURRENT_LIMIT").flatMap { Int(String(cString: $0)) } ?? 10)
+        self.queue = Queue()
         self.heartbeatInterval = .seconds(2)
         self.livenessWindow = .seconds(6)
         self.redis = redisURL
         self.webSocket = webSocket
         self.limits = Limits()
+    }
+
+    /// The defaults, with what the environment sets, as the seed reads it:
+    ///
+    /// | variable | setting |
+    /// |---|---|
+    /// | `REDIS_URL` | ``redis`` |
+    /// | `DISTRIBUTE_SERVER_ID` | ``serverID`` (else a random id) |
+    /// | `LOCAL_PUSH_PROCESS_NUM` | ``Queue/consumers`` |
+    /// | `LOCAL_PUSH_PROCESS_CONCURRENT_LIMIT` | ``Queue/concurrency`` |
+    ///
+    /// - Parameter environment: the variables; `nil` reads the process's.
+    public static func fromEnvironment(_ environment: [String: String]? = nil) -> ClusterConfiguration {
+        let environment = environment ?? ProcessEnvironment.current()
+        var configuration = ClusterConfiguration(
+            redisURL: RedisURL(environment["REDIS_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? "redis://127.0.0.1:6379"),
+            serverID: environment["DISTRIBUTE_SERVER_ID"].flatMap { $0.isEmpty ? nil : $0 })
+        configuration.queue = Queue(consumers: environment["LOCAL_PUSH_PROCESS_NUM"].flatMap { Int($0) } ?? 1,
+                                    concurrency: environment["LOCAL_PUSH_PROCESS_CONCURRENT_LIMIT"].flatMap { Int($0) } ?? 10)
+        return configuration
     }
 }
 

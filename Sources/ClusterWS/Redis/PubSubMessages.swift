@@ -35,6 +35,9 @@ package final class PubSubBuffer: Sendable {
     /// Messages dropped because the buffer was full (or had finished).
     var dropped: Int { state.withLock { $0.dropped } }
 
+    /// Whether a consumer is parked waiting (for tests).
+    var hasWaiter: Bool { state.withLock { $0.hasWaiter } }
+
     /// Adds a message; drops (and counts) it when the buffer is at a limit or has finished.
     func append(_ message: RedisPubSubMessage) {
         switch state.withLock({ $0.append(message) }) {

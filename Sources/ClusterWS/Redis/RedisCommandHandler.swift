@@ -140,7 +140,7 @@ package final class RedisCommandHandler: ChannelDuplexHandler {
     private func expire(context: ChannelHandlerContext) {
         timer = nil
         timerDeadline = nil
-        let now = NIODeadline.now()
+        let now = context.eventLoop.now  // the loop's clock: the real one, or a test's
         var next: NIODeadline?
         for index in pending.indices where pending[index].completion != nil {
             if pending[index].deadline <= now {

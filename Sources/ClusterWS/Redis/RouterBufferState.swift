@@ -44,6 +44,9 @@ struct RouterBufferState<Waiter> {
     /// Messages waiting.
     var count: Int { messages.count }
 
+    /// Whether a consumer is parked.
+    var hasWaiter: Bool { waiter != nil }
+
     /// Adds a message. One message bigger than the whole byte budget still
     /// goes into an empty buffer, or such a message could never arrive.
     mutating func append(_ message: RedisPubSubMessage) -> AppendAction {

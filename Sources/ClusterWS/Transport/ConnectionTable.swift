@@ -6,7 +6,7 @@ import Synchronization
 final class ConnectionTable: Sendable {
     /// One loop's connections (only touched on that loop) and its queue of
     /// broadcasts waiting to be written (touched from any thread, under a lock).
-    final class LoopShare: @unchecked Sendable {
+    final class LoopConnections: @unchecked Sendable {
         let eventLoop: any EventLoop
         var sockets: [UInt64: WebSocket] = [:]
         /// What waits for this loop's next drain, in order: broadcasts (to every
@@ -31,23 +31,23 @@ final class ConnectionTable: Sendable {
         init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
     }
 
-    let shares: [LoopShare]
+    let loops: [LoopConnections]
     private let total = Atomic<Int>(0)
 
     init(group: any EventLoopGroup) {
-        shares = group.makeIterator().map { LoopShare(eventLoop: $0) }
+        loops = group.makeIterator().map { LoopConnections(eventLoop: $0) }
     }
 
     var count: Int { total.load(ordering: .relaxed) }
 
     /// The share of `eventLoop` (must be one of the group's loops).
-    func share(of eventLoop: any EventLoop) -> LoopShare {
-        shares.first { $0.eventLoop === eventLoop } ?? shares[0]
+    func loop(of eventLoop: any EventLoop) -> LoopConnections {
+        loops.first { $0.eventLoop === eventLoop } ?? loops[0]
     }
 
     /// Adds a connection (on its event loop).
     func insert(_ socket: WebSocket) {
-        let share = share(of: socket.eventLoop)
+        let share = loop(of: socket.eventLoop)
         share.eventLoop.preconditionInEventLoop()
         share.sockets[socket.id] = socket
         total.add(1, ordering: .relaxed)
@@ -55,7 +55,7 @@ final class ConnectionTable: Sendable {
 
     /// Removes a connection (on its event loop).
     func remove(_ socket: WebSocket) {
-        let share = share(of: socket.eventLoop)
+        let share = loop(of: socket.eventLoop)
         share.eventLoop.preconditionInEventLoop()
         if share.sockets.removeValue(forKey: socket.id) != nil {
             total.subtract(1, ordering: .relaxed)
@@ -65,7 +65,7 @@ final class ConnectionTable: Sendable {
     /// Every open connection, collected from each loop.
     func all() async -> [WebSocket] {
         var sockets: [WebSocket] = []
-        for share in shares {
+        for share in loops {
             let part = try? await share.eventLoop.submit { Array(share.sockets.values) }.get()
             sockets += part ?? []
         }

@@ -106,14 +106,7 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
         if rejection == nil, isWebSocketPath(path) {
             rejection = .upgradeRequired("this path only speaks WebSocket")
         }
-        if let rejection {
-            var response = PlainHTTPResponse.text(rejection.reason + "\n", status: rejection.status)
-            if rejection.status == .upgradeRequired {
-                response.headers.add(name: "Sec-WebSocket-Version", value: "13")
-                response.headers.add(name: "Upgrade", value: "websocket")
-            }
-            return respond(context: context, response)
-        }
+        if let rejection { return respond(context: context, rejection.response) }
         guard let responder = responder() else {
             return respond(context: context, .text("not found\n", status: .notFound))
         }

@@ -30,6 +30,17 @@ package enum HandshakeRejection: Error, Equatable {
         }
     }
 
+    /// The HTTP answer, in one place for every server path: the status, the
+    /// reason as text, and for 426 the version this server speaks.
+    package var response: PlainHTTPResponse {
+        var response = PlainHTTPResponse.text(reason + "\n", status: status)
+        if status == .upgradeRequired {
+            response.headers.add(name: "Sec-WebSocket-Version", value: "13")
+            response.headers.add(name: "Upgrade", value: "websocket")
+        }
+        return response
+    }
+
     package var reason: String {
         switch self {
         case .badRequest(let why), .upgradeRequired(let why), .forbidden(let why), .unauthorized(let why),

@@ -30,15 +30,16 @@ public actor WebSocket {
     nonisolated let channel: any Channel
     nonisolated let inbound: InboundBuffer
     private let maxOutboundBufferBytes: Int
-    let counters: NodeCounters
+    nonisolated let counters: NodeCounters
     private var unwritableBytes = 0
     private var flushScheduled = false
-    /// Asks the handler to close: (code, reason, abort). `abort` closes TCP at
-    /// once instead of waiting for the peer's close frame.
-    private var closeRequested: ((WebSocketCloseCode, String, Bool) -> Void)?
+    /// Asks the handler to close, with a handshake or at once.
+    private var closeRequested: ((WebSocketCloseCode, String, CloseMode) -> Void)?
     private var closeWaiters: [CheckedContinuation<WebSocketCloseCode, Never>] = []
     /// Set once the connection has closed: the code the peer sent or we failed it with.
     public private(set) var closeCode: WebSocketCloseCode?
+    /// Set once the connection has closed: why (a client's close, a limit, the server…).
+    public private(set) var closeCause: WebSocketCloseCause?
 
     /// The connection's event loop: the actor runs where its socket does.
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
@@ -82,7 +83,7 @@ public actor WebSocket {
     /// Starts the close handshake with `code`; the TCP connection closes when
     /// the client answers, or after the close timeout.
     public func close(code: WebSocketCloseCode = .normalClosure, reason: String = "") {
-        closeRequested?(code, reason, false)
+        closeRequested?(code, reason, .handshake)
     }
 
     /// Waits until the connection has closed and returns its close code.
@@ -116,10 +117,7 @@ public actor WebSocket {
         if !channel.isWritable {
             unwritableBytes += bytes.readableBytes
             if unwritableBytes > maxOutboundBufferBytes {
-                if let close = closeRequested {
-                    counters.drop(.slowConsumer)
-                    close(.policyViolation, "slow consumer", true)
-                }
+                closeRequested?(.policyViolation, "slow consumer", .abort(.slowConsumer))
                 return false
             }
         }
@@ -135,13 +133,14 @@ public actor WebSocket {
         if isWritable { unwritableBytes = 0 }
     }
 
-    func attach(close: @escaping (WebSocketCloseCode, String, Bool) -> Void) {
+    func attach(close: @escaping (WebSocketCloseCode, String, CloseMode) -> Void) {
         closeRequested = close
     }
 
-    func didClose(code: WebSocketCloseCode) {
+    func didClose(code: WebSocketCloseCode, cause: WebSocketCloseCause) {
         guard closeCode == nil else { return }
         closeCode = code
+        closeCause = cause
         closeRequested = nil
         inbound.finish()
         let waiters = closeWaiters

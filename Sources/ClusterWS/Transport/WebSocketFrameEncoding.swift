@@ -51,4 +51,20 @@ enum WebSocketFrameEncoding {
         payload.writeBytes(reasonBytes)
         return frame(opcode: opcodeClose, payload: payload, allocator: allocator)
     }
+
+    private static let sharedAllocator = ByteBufferAllocator()
+
+    /// All `messages` as consecutive frames in one buffer: what a fan-out
+    /// writes to every connection of a loop (server frames are unmasked, so
+    /// the bytes are the same for every client).
+    static func burst(_ messages: some Collection<WebSocketMessage>) -> ByteBuffer {
+        if messages.count == 1, let only = messages.first { return frame(only, allocator: sharedAllocator) }
+        let size = messages.reduce(0) { $0 + headerLength(payload: $1.data.readableBytes) + $1.data.readableBytes }
+        var buffer = sharedAllocator.buffer(capacity: size)
+        for message in messages {
+            writeHeader(opcode: message.kind.rawValue, payloadLength: message.data.readableBytes, into: &buffer)
+            buffer.writeImmutableBuffer(message.data)
+        }
+        return buffer
+    }
 }

@@ -31,7 +31,7 @@ extension WebSocketServer {
         guard !messages.isEmpty else { return [] }
         let size = messages.reduce(0) { $0 + $1.data.readableBytes }
         var written: [EventLoopFuture<Void>] = []
-        for share in connections.shares {
+        for share in connections.loops {
             let promise = notify ? share.eventLoop.makePromise(of: Void.self) : nil
             if let promise { written.append(promise.futureResult) }
             let (schedule, fits) = share.outbox.withLock { outbox -> (Bool, Bool) in
@@ -57,7 +57,7 @@ extension WebSocketServer {
     /// A loop's fan-out queue is over its byte budget: its loop is starved
     /// (something blocks it) or fed faster than it can write. Newer messages
     /// for it are dropped and counted rather than queued without bound.
-    private func overflowed(_ share: ConnectionTable.LoopShare, messages: Int) {
+    private func overflowed(_ share: ConnectionTable.LoopConnections, messages: Int) {
         counters.drop(.fanOutOverflow, count: messages, metadata: ["limit": "\(configuration.fanOutQueueBytes)"])
     }
 
@@ -71,7 +71,7 @@ extension WebSocketServer {
         for socket in sockets { perLoop[ObjectIdentifier(socket.eventLoop), default: []].append(socket) }
         let size = message.data.readableBytes
         for (_, targets) in perLoop {
-            let share = connections.share(of: targets[0].eventLoop)
+            let share = connections.loop(of: targets[0].eventLoop)
             let (schedule, fits) = share.outbox.withLock { outbox -> (Bool, Bool) in
                 guard outbox.bytes + size <= configuration.fanOutQueueBytes || outbox.messages.isEmpty else {
                     return (false, false)
@@ -94,7 +94,7 @@ extension WebSocketServer {
         broadcast([message], except: except)
     }
 
-    private static func drain(_ share: ConnectionTable.LoopShare) {
+    private static func drain(_ share: ConnectionTable.LoopConnections) {
         let (queued, written) = share.outbox.withLock { outbox in
             defer { outbox = .init() }
             return (outbox.messages, outbox.written)
@@ -107,7 +107,7 @@ extension WebSocketServer {
         var start = 0
         while start < queued.count {
             if let targets = queued[start].targets {
-                let frame = FanOut.encode([queued[start].message])
+                let frame = WebSocketFrameEncoding.burst([queued[start].message])
                 for socket in targets {
                     socket.assumeIsolated { socket in _ = socket.writeWithoutFlush(frame) }
                     touched[ObjectIdentifier(socket)] = socket
@@ -118,7 +118,7 @@ extension WebSocketServer {
             var end = start + 1
             while end < queued.count, queued[end].targets == nil, queued[end].except == queued[start].except { end += 1 }
             broadcasted = true
-            let burst = FanOut.encode(queued[start..<end].map(\.message))
+            let burst = WebSocketFrameEncoding.burst(queued[start..<end].map(\.message))
             let except = queued[start].except
             for (id, socket) in share.sockets where !except.contains(id) {
                 socket.assumeIsolated { socket in _ = socket.writeWithoutFlush(burst) }
@@ -132,22 +132,5 @@ extension WebSocketServer {
         for socket in touched.values where !broadcasted || share.sockets[socket.id] == nil {
             socket.assumeIsolated { socket in socket.channel.flush() }
         }
-    }
-}
-
-/// Encoding shared by every fan-out path.
-enum FanOut {
-    private static let allocator = ByteBufferAllocator()
-
-    /// All `messages` as consecutive frames in one buffer.
-    static func encode(_ messages: [WebSocketMessage]) -> ByteBuffer {
-        if messages.count == 1 { return WebSocketFrameEncoding.frame(messages[0], allocator: allocator) }
-        let size = messages.reduce(0) { $0 + WebSocketFrameEncoding.headerLength(payload: $1.data.readableBytes) + $1.data.readableBytes }
-        var buffer = allocator.buffer(capacity: size)
-        for message in messages {
-            WebSocketFrameEncoding.writeHeader(opcode: message.kind.rawValue, payloadLength: message.data.readableBytes, into: &buffer)
-            buffer.writeImmutableBuffer(message.data)
-        }
-        return buffer
     }
 }

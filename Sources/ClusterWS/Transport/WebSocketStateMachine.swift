@@ -1,9 +1,49 @@
 package import NIOCore
 package import NIOWebSocket
 
-/// The protocol side of one server connection, as a plain value: frames in,
-/// actions out. No I/O happens here, so every RFC 6455 rule is testable
-/// without a socket (the handler performs the actions).
+/// Why a WebSocket connection closed. The transport decides it where the
+/// close starts, and it travels with the close (``WebSocket/closeCause``),
+/// so a rate-limit close and a slow-consumer close — both 1008 on the wire —
+/// are told apart in metrics and logs.
+public enum WebSocketCloseCause: String, Sendable, Hashable {
+    /// The client started the close handshake.
+    case peerClosed = "peer_closed"
+    /// The client broke the protocol (1002).
+    case protocolError = "protocol_error"
+    /// Invalid UTF-8 in a text message or close reason (1007).
+    case invalidPayload = "invalid_payload"
+    /// A frame or message over the size limit (1009).
+    case messageTooBig = "message_too_big"
+    /// More messages per second than allowed (1008).
+    case rateLimited = "rate_limited"
+    /// More bytes per second than allowed (1008).
+    case byteRateLimited = "byte_rate_limited"
+    /// No answer to a keepalive ping (1008).
+    case keepaliveTimeout = "keepalive_timeout"
+    /// Reads too slowly: too much queued for it (1008).
+    case slowConsumer = "slow_consumer"
+    /// The application or the server closed it (`close(code:reason:)`, shutdown).
+    case closedByServer = "closed_by_server"
+    /// The TCP connection went away without a close handshake.
+    case connectionLost = "connection_lost"
+
+    /// The drop it is counted as, for the causes that police a client.
+    var dropReason: DropReason? {
+        switch self {
+        case .rateLimited: .rateLimit
+        case .byteRateLimited: .byteRateLimit
+        case .keepaliveTimeout: .keepaliveTimeout
+        case .slowConsumer: .slowConsumer
+        default: nil
+        }
+    }
+}
+
+/// One server connection's protocol state as a plain value: frames and timer
+/// ticks in, actions out. Everything the connection decides is here — RFC 6455
+/// framing rules, the message and byte rate buckets, keepalive — with time
+/// passed in, so every rule is testable without a socket or a clock (the
+/// handler performs the actions and schedules the timers).
 package struct WebSocketStateMachine {
     package enum State: Equatable {
         /// Messages flow both ways.
@@ -14,43 +54,107 @@ package struct WebSocketStateMachine {
         case closed
     }
 
-    /// What the handler must do after a frame.
+    /// What the handler must do after an input.
     package enum Action: Equatable {
         case none
         /// Hand a whole message to the application.
         case deliver(WebSocketMessage)
         /// Answer a ping with a pong carrying the same payload.
         case pong(ByteBuffer)
-        /// The peer is alive (a pong arrived).
-        case pongReceived
         /// Send a close frame with this code; close TCP after it if `thenCloseTCP`.
         case sendClose(WebSocketCloseCode, reason: String, thenCloseTCP: Bool)
         /// The close handshake is complete: close TCP.
         case closeTCP
     }
 
+    /// What a keepalive tick asks for.
+    package enum KeepaliveAction: Equatable {
+        /// Send a ping; tick again after `next`.
+        case ping(next: Duration)
+        /// The peer was heard from; tick again after `next`.
+        case wait(next: Duration)
+        /// No answer: fail the connection with this action.
+        case fail(Action)
+        /// The connection is closing or closed: no more ticks.
+        case stop
+    }
+
+    /// The limits the machine enforces.
+    package struct Limits: Sendable {
+        var maxMessageSize: Int
+        var maxMessagesPerSecond: Int?
+        var maxBytesPerSecond: Int?
+        var keepalive: (pingInterval: Duration, pongTimeout: Duration)?
+
+        package init(maxMessageSize: Int, maxMessagesPerSecond: Int? = nil, maxBytesPerSecond: Int? = nil,
+                     keepalive: (pingInterval: Duration, pongTimeout: Duration)? = nil) {
+            self.maxMessageSize = maxMessageSize
+            self.maxMessagesPerSecond = maxMessagesPerSecond
+            self.maxBytesPerSecond = maxBytesPerSecond
+            self.keepalive = keepalive
+        }
+
+        /// A server configuration's limits.
+        package init(_ configuration: WebSocketServerConfiguration) {
+            let keepalive: (Duration, Duration)? = if case .enabled(let interval, let timeout) = configuration.keepalive.mode {
+                (interval, timeout)
+            } else {
+                nil
+            }
+            self.init(maxMessageSize: configuration.maxMessageSize, maxMessagesPerSecond: configuration.maxMessagesPerSecond,
+                      maxBytesPerSecond: configuration.maxBytesPerSecond, keepalive: keepalive)
+        }
+    }
+
     package private(set) var state: State = .open
-    private let maxMessageSize: Int
+    /// The code the peer closed with (or that we failed the connection with).
+    package private(set) var closeCode: WebSocketCloseCode?
+    /// Why the connection closed (or is closing).
+    package private(set) var closeCause: WebSocketCloseCause?
+    private let limits: Limits
     private var fragments: ByteBuffer?
     private var fragmentKind: WebSocketMessage.Kind?
     private var utf8 = UTF8Validator()
-    /// The code the peer closed with (or that we failed the connection with).
-    package private(set) var closeCode: WebSocketCloseCode?
+    private var messageBucket: TokenBucket?
+    private var byteBucket: TokenBucket?
+    private var awaitingPong = false
+    private var heardFromPeer = false
 
-    package init(maxMessageSize: Int) {
-        self.maxMessageSize = maxMessageSize
+    /// A machine for a connection opened at `now`.
+    package init(limits: Limits, now: NIODeadline) {
+        self.limits = limits
+        self.messageBucket = limits.maxMessagesPerSecond.map { TokenBucket(perSecond: $0, now: now) }
+        self.byteBucket = limits.maxBytesPerSecond.map { TokenBucket(perSecond: $0, now: now) }
     }
 
-    package mutating func receive(_ frame: WebSocketFrame) -> Action {
+    /// A machine with only a message size limit (framing rules alone).
+    package init(maxMessageSize: Int) {
+        self.init(limits: Limits(maxMessageSize: maxMessageSize), now: .now())
+    }
+
+    /// When the first keepalive tick is due (`nil`: keepalive is off).
+    package var firstKeepaliveTick: Duration? { limits.keepalive?.pingInterval }
+
+    // MARK: Inputs
+
+    /// A frame from the peer, at `now`.
+    package mutating func receive(_ frame: WebSocketFrame, now: NIODeadline = .now()) -> Action {
         guard state != .closed else { return .none }
+        heardFromPeer = true
+        if state == .open, byteBucket?.take(frame.length, now: now) == false {
+            return fail(.policyViolation, "byte rate limit", cause: .byteRateLimited)
+        }
         guard let maskKey = frame.maskKey else { return fail(.protocolError, "unmasked client frame") }
         guard !frame.rsv1, !frame.rsv2, !frame.rsv3 else { return fail(.protocolError, "reserved bits set") }
         switch frame.opcode {
         case .ping:
             guard frame.fin else { return fail(.protocolError, "fragmented control frame") }
-            return state == .open ? .pong(unmask(frame.data, maskKey)) : .none
+            guard state == .open else { return .none }
+            guard withinMessageRate(now) else { return fail(.policyViolation, "rate limit", cause: .rateLimited) }
+            return .pong(unmask(frame.data, maskKey))
         case .pong:
-            return .pongReceived
+            guard state == .open, !withinMessageRate(now) else { return .none }  // unsolicited pongs count too
+            return fail(.policyViolation, "rate limit", cause: .rateLimited)
         case .connectionClose:
             guard frame.fin else { return fail(.protocolError, "fragmented control frame") }
             return receiveClose(unmask(frame.data, maskKey))
@@ -58,21 +162,91 @@ package struct WebSocketStateMachine {
             guard state == .open else { return .none }
             guard fragmentKind == nil else { return fail(.protocolError, "new message before the last one ended") }
             let kind: WebSocketMessage.Kind = frame.opcode == .text ? .text : .binary
-            return receiveData(kind: kind, frame: frame, maskKey: maskKey, first: true)
+            return receiveData(kind: kind, frame: frame, maskKey: maskKey, first: true, now: now)
         case .continuation:
             guard state == .open else { return .none }
             guard let kind = fragmentKind else { return fail(.protocolError, "continuation without a message") }
-            return receiveData(kind: kind, frame: frame, maskKey: maskKey, first: false)
+            return receiveData(kind: kind, frame: frame, maskKey: maskKey, first: false, now: now)
         default:
             return fail(.protocolError, "reserved opcode")
         }
     }
 
+    /// A frame-level error of NIO's frame decoder.
+    package mutating func decoderFailed(_ error: NIOWebSocketError?) -> Action {
+        switch error {
+        case .invalidFrameLength?: fail(.messageTooBig, "frame too big")
+        case .fragmentedControlFrame?, .multiByteControlFrameLength?: fail(.protocolError, "bad control frame")
+        default: .closeTCP
+        }
+    }
+
+    /// The keepalive timer fired. Every ping interval the server pings; if the
+    /// peer sends nothing at all (no pong, no data) within the pong timeout,
+    /// the connection is failed with 1008.
+    package mutating func keepaliveTick() -> KeepaliveAction {
+        guard state == .open, let (interval, timeout) = limits.keepalive else { return .stop }
+        if awaitingPong {
+            guard heardFromPeer else {
+                return .fail(fail(.policyViolation, "keepalive timeout", cause: .keepaliveTimeout))
+            }
+            awaitingPong = false
+            let rest = interval - timeout
+            return .wait(next: rest > .zero ? rest : interval)
+        }
+        awaitingPong = true
+        heardFromPeer = false
+        return .ping(next: timeout)
+    }
+
+    /// The application (or the server) starts the close handshake. Returns
+    /// `false` if a close frame was already sent.
+    package mutating func startClose(_ code: WebSocketCloseCode) -> Bool {
+        guard state == .open else { return false }
+        state = .closeSent
+        closeCode = code
+        closeCause = .closedByServer
+        return true
+    }
+
+    /// Fail the connection (§7.1.7): send a close frame with `code`, then close TCP.
+    package mutating func fail(_ code: WebSocketCloseCode, _ reason: String,
+                               cause: WebSocketCloseCause? = nil) -> Action {
+        guard state != .closed else { return .none }
+        let alreadySent = state == .closeSent
+        state = .closed
+        closeCode = code
+        closeCause = cause ?? Self.cause(of: code)
+        return alreadySent ? .closeTCP : .sendClose(code, reason: reason, thenCloseTCP: true)
+    }
+
+    /// The TCP connection is gone.
+    package mutating func closed() {
+        if closeCode == nil { closeCode = .abnormalClosure }
+        if closeCause == nil { closeCause = .connectionLost }
+        state = .closed
+    }
+
+    // MARK: Internals
+
+    private mutating func withinMessageRate(_ now: NIODeadline) -> Bool {
+        messageBucket?.take(1, now: now) ?? true
+    }
+
+    private static func cause(of code: WebSocketCloseCode) -> WebSocketCloseCause {
+        switch code {
+        case .protocolError: .protocolError
+        case .invalidPayload: .invalidPayload
+        case .messageTooBig: .messageTooBig
+        default: .closedByServer
+        }
+    }
+
     private mutating func receiveData(
-        kind: WebSocketMessage.Kind, frame: WebSocketFrame, maskKey: WebSocketMaskingKey, first: Bool
+        kind: WebSocketMessage.Kind, frame: WebSocketFrame, maskKey: WebSocketMaskingKey, first: Bool, now: NIODeadline
     ) -> Action {
         let soFar = fragments?.readableBytes ?? 0
-        guard soFar + frame.length <= maxMessageSize else { return fail(.messageTooBig, "message too big") }
+        guard soFar + frame.length <= limits.maxMessageSize else { return fail(.messageTooBig, "message too big") }
         let data = unmask(frame.data, maskKey)
         if kind == .text {
             let valid = data.withUnsafeReadableBytes { utf8.feed($0) }
@@ -90,6 +264,7 @@ package struct WebSocketStateMachine {
             fragments = nil
             fragmentKind = nil
             utf8 = UTF8Validator()
+            guard withinMessageRate(now) else { return fail(.policyViolation, "rate limit", cause: .rateLimited) }
             return .deliver(WebSocketMessage(kind: kind, data: whole))
         }
         if first || fragments == nil {
@@ -114,43 +289,21 @@ package struct WebSocketStateMachine {
             let validReason = payload.withUnsafeReadableBytes { UTF8Validator.isValid($0) }
             guard validReason else { return fail(.invalidPayload, "close reason is not UTF-8") }
         }
-        closeCode = code
         switch state {
         case .open:
             state = .closed
+            closeCode = code
+            closeCause = .peerClosed
             // Echo the peer's code (1000 when it sent none), then close TCP: the server closes first (§7.1.1).
             let reply = code == .noStatusReceived ? WebSocketCloseCode.normalClosure : code
             return .sendClose(reply, reason: "", thenCloseTCP: true)
         case .closeSent:
             state = .closed
+            closeCode = code
             return .closeTCP
         case .closed:
             return .none
         }
-    }
-
-    /// The application (or the server) starts the close handshake. Returns
-    /// `false` if a close frame was already sent.
-    mutating func startClose(_ code: WebSocketCloseCode) -> Bool {
-        guard state == .open else { return false }
-        state = .closeSent
-        closeCode = code
-        return true
-    }
-
-    /// Fail the connection (§7.1.7): send a close frame with `code`, then close TCP.
-    package mutating func fail(_ code: WebSocketCloseCode, _ reason: String) -> Action {
-        guard state != .closed else { return .none }
-        let alreadySent = state == .closeSent
-        state = .closed
-        closeCode = code
-        return alreadySent ? .closeTCP : .sendClose(code, reason: reason, thenCloseTCP: true)
-    }
-
-    /// The TCP connection is gone.
-    mutating func closed() {
-        if closeCode == nil { closeCode = .abnormalClosure }
-        state = .closed
     }
 
     private func unmask(_ data: ByteBuffer, _ key: WebSocketMaskingKey) -> ByteBuffer {

@@ -4,7 +4,7 @@ import Logging
 import NIOCore
 import Testing
 
-@Suite("Delivery guarantees of the two drivers")
+@Suite("Delivery guarantees of the two drivers", .timeLimit(.minutes(2)))
 struct DriverTests {
     /// Node b logs in to Redis as its own ACL user; the test switches that
     /// user off and kills its connections, so b (and only b) is cut off Redis

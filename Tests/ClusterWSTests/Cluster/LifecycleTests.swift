@@ -3,7 +3,7 @@ import EmbeddedRedis
 import NIOCore
 import Testing
 
-@Suite("Cluster liveness, restarts and shutdown")
+@Suite("Cluster liveness, restarts and shutdown", .timeLimit(.minutes(5)))
 struct ClusterLifecycleTests {
     @Test func aDeadNodesRelationsDisappearWithinTheLivenessWindow() async throws {
         try await withCluster(["a"]) { cluster in
@@ -177,7 +177,7 @@ struct ClusterLifecycleTests {
     }
 }
 
-@Suite("Cluster node start-up failures")
+@Suite("Cluster node start-up failures", .timeLimit(.minutes(5)))
 struct ClusterStartupTests {
     @Test func aNodeWhosePortIsTakenFailsInsteadOfRunningDeaf() async throws {
         try await withRedisServer { redis in
@@ -195,5 +195,20 @@ struct ClusterStartupTests {
             await #expect(throws: (any Error).self) { try await second.waitUntilListening() }
             try await harness.shutdownGracefully()
         }
+    }
+}
+
+@Suite("Configuration from the environment", .timeLimit(.minutes(2)))
+struct ConfigurationEnvironmentTests {
+    @Test func theSeedsVariablesAreReadOnlyWhenAsked() {
+        let environment = ["DISTRIBUTE_SERVER_ID": "server7", "LOCAL_PUSH_PROCESS_NUM": "3",
+                           "LOCAL_PUSH_PROCESS_CONCURRENT_LIMIT": "20", "REDIS_URL": "redis://10.0.0.1:6380"]
+        let configured = ClusterConfiguration.fromEnvironment(environment)
+        #expect(configured.serverID == "server7")
+        #expect(configured.queue.consumers == 3 && configured.queue.concurrency == 20)
+        #expect(configured.redis.url == "redis://10.0.0.1:6380")
+        let plain = ClusterConfiguration.fromEnvironment([:])
+        #expect(plain.serverID.hasPrefix("node-") && plain.queue.consumers == 1 && plain.queue.concurrency == 10)
+        #expect(ClusterConfiguration().serverID != ClusterConfiguration().serverID)  // random, never from the environment
     }
 }

@@ -3,7 +3,7 @@ import EmbeddedRedis
 import NIOCore
 import Testing
 
-@Suite("Posting without waiting for Redis: order, reach, failures")
+@Suite("Posting without waiting for Redis: order, reach, failures", .timeLimit(.minutes(2)))
 struct PostTests {
     /// 300 posts from one caller to a uid on the other node arrive complete and in order.
     @Test(arguments: ClusterConfiguration.Driver.allCases)

@@ -4,7 +4,7 @@ import NIOCore
 import Synchronization
 import Testing
 
-@Suite("ClusterWS on a Redis Cluster: failover while traffic flows", .serialized)
+@Suite("ClusterWS on a Redis Cluster: failover while traffic flows", .serialized, .timeLimit(.minutes(5)))
 struct RedisClusterFailoverTests {
     /// Node a sends to alice (on node b) every 20 ms while the master that owns
     /// alice's channel is killed. Delivery resumes by itself once the replica
@@ -51,7 +51,14 @@ struct RedisClusterFailoverTests {
                 if arrived >= 50 { resumedAt = first; break }
             }
             let pause = try #require(resumedAt) - killedAt
-            try await Task.sleep(for: .milliseconds(500))
+            // The last ones sent are still on their way: wait until every message after the resume is in.
+            let sentCount = number
+            try? await eventually("the messages after the resume", within: .seconds(5)) {
+                received.withLock { r in
+                    let resumedNumber = r.filter { $0.key > lastBefore }.keys.min() ?? sentCount
+                    return (resumedNumber..<sentCount).allSatisfy { r[$0] != nil }
+                }
+            }
             let (lost, lostAfterRecovery) = received.withLock { r -> (Int, Int) in
                 let resumedNumber = r.filter { $0.key > lastBefore }.keys.min() ?? number
                 let missing = (0..<number).filter { r[$0] == nil }

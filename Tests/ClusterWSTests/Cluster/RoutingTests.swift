@@ -3,7 +3,7 @@ import EmbeddedRedis
 import NIOCore
 import Testing
 
-@Suite("Cluster routing across real nodes, with both drivers on one Redis and pub/sub on a Redis Cluster")
+@Suite("Cluster routing across real nodes, with both drivers on one Redis and pub/sub on a Redis Cluster", .timeLimit(.minutes(5)))
 struct RoutingTests {
     @Test(arguments: RoutingCase.all)
     func uidOnNodeBIsReachedFromNodeA(setup: RoutingCase) async throws {

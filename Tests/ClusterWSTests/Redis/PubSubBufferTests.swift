@@ -3,7 +3,7 @@ import NIOCore
 import Synchronization
 import Testing
 
-@Suite("The subscriber's message buffer")
+@Suite("The subscriber's message buffer", .timeLimit(.minutes(2)))
 struct PubSubBufferTests {
     private func message(_ index: Int) -> RedisPubSubMessage {
         RedisPubSubMessage(channel: "c", payload: ByteBuffer(string: "m\(index)"))
@@ -41,12 +41,12 @@ struct PubSubBufferTests {
     @Test func aWaitingConsumerIsWokenByAMessageAndByCancellation() async throws {
         let buffer = PubSubBuffer(limits: .init(messages: 10))
         let waiting = Task { await buffer.nextBatch().count }
-        try await Task.sleep(for: .milliseconds(50))
+        try await eventually("the consumer to park") { buffer.hasWaiter }
         buffer.append(message(0))
         #expect(await waiting.value == 1)
 
         let cancelled = Task { await buffer.nextBatch().count }
-        try await Task.sleep(for: .milliseconds(50))
+        try await eventually("the consumer to park again") { buffer.hasWaiter }
         cancelled.cancel()
         #expect(await cancelled.value == 0)
     }
@@ -65,7 +65,7 @@ struct PubSubBufferTests {
 }
 
 /// The router buffer's state machine, driven with plain values (an `Int` stands for the waiter).
-@Suite("Router buffer state machine")
+@Suite("Router buffer state machine", .timeLimit(.minutes(2)))
 struct RouterBufferStateTests {
     private func message(_ size: Int, _ tag: UInt8 = 0) -> RedisPubSubMessage {
         RedisPubSubMessage(channel: "c", payload: ByteBuffer(repeating: tag, count: size))

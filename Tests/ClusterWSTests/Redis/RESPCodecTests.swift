@@ -3,7 +3,7 @@ import NIOCore
 import NIOEmbedded
 import Testing
 
-@Suite("RESP codec")
+@Suite("RESP codec", .timeLimit(.minutes(2)))
 struct RESPCodecTests {
     @Test func encodesCommandsAsBulkArrays() {
         let command = RedisCommand("SET", "key", .bytes(ByteBuffer(bytes: [0, 1, 0xFF])), .integer(1234567890))

@@ -47,7 +47,7 @@ func assign(slot: Int, to targetID: String, in cluster: RedisClusterProcess) asy
     }
 }
 
-@Suite("Redis Cluster client against a real 3+3 cluster", .serialized)
+@Suite("Redis Cluster client against a real 3+3 cluster", .serialized, .timeLimit(.minutes(5)))
 struct RedisClusterClientTests {
     @Test func commandsGoToTheirSlotsMasterWithoutRedirects() async throws {
         try await withRedisCluster { cluster, client in

@@ -2,7 +2,7 @@
 import NIOCore
 import Testing
 
-@Suite("Redis Cluster key slots (CRC16 with hash tags)")
+@Suite("Redis Cluster key slots (CRC16 with hash tags)", .timeLimit(.minutes(5)))
 struct RedisClusterSlotTests {
     /// The check value of CRC16/XMODEM, as in Redis's crc16.c test ("123456789" → 0x31C3).
     @Test func crc16MatchesTheReferenceCheckValue() {
@@ -27,7 +27,7 @@ struct RedisClusterSlotTests {
     }
 }
 
-@Suite("Redis Cluster replies from a peer we do not trust")
+@Suite("Redis Cluster replies from a peer we do not trust", .timeLimit(.minutes(5)))
 struct RedisClusterReplyParsingTests {
     private let seed = RedisConfiguration.Address(host: "seed", port: 7000)
 

@@ -1,7 +1,7 @@
 @testable import ClusterWS
 import Testing
 
-@Suite("Redis configuration")
+@Suite("Redis configuration", .timeLimit(.minutes(2)))
 struct RedisConfigurationTests {
     @Test func parsesFullURL() throws {
         let configuration = try RedisConfiguration(url: "redis://app:s%40cret@cache.local:6380/3")
@@ -56,7 +56,7 @@ struct RedisConfigurationTests {
     }
 }
 
-@Suite("Redis Cluster URLs")
+@Suite("Redis Cluster URLs", .timeLimit(.minutes(5)))
 struct RedisClusterURLTests {
     @Test func seedsUserAndPasswordAreParsed() throws {
         let configuration = try RedisConfiguration(url: "redis+cluster://app:s%40cret@10.0.0.1:7000,10.0.0.2,[::1]:7002")

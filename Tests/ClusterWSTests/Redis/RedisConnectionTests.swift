@@ -3,7 +3,7 @@ import EmbeddedRedis
 import NIOCore
 import Testing
 
-@Suite("Redis connection against a real redis-server")
+@Suite("Redis connection against a real redis-server", .timeLimit(.minutes(2)))
 struct RedisConnectionTests {
     @Test func roundTrips() async throws {
         try await withRedisServer { server in

@@ -3,7 +3,7 @@ import EmbeddedRedis
 import NIOCore
 import Testing
 
-@Suite("Redis going away and coming back")
+@Suite("Redis going away and coming back", .timeLimit(.minutes(2)))
 struct RedisFaultTests {
     @Test(arguments: [false, true])
     func pendingCommandsFailThenClientAndSubscriberRecover(crash: Bool) async throws {

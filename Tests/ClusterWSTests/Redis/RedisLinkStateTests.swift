@@ -5,7 +5,7 @@ import Testing
 
 /// The reconnect phases of a Redis link, driven with plain values (an `Int`
 /// stands for a waiting caller) and an embedded channel.
-@Suite("Redis link state machine")
+@Suite("Redis link state machine", .timeLimit(.minutes(2)))
 struct RedisLinkStateTests {
     private func connectedChannel() throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()

@@ -30,7 +30,7 @@ func publishUntilReceived(_ client: RedisClusterClient, _ subscriber: RedisShard
     }
 }
 
-@Suite("Sharded pub/sub on a real 3+3 cluster", .serialized)
+@Suite("Sharded pub/sub on a real 3+3 cluster", .serialized, .timeLimit(.minutes(5)))
 struct RedisShardedSubscriberTests {
     @Test func shardedAndClassicChannelsAreReceivedFromEveryShard() async throws {
         try await withShardedSubscriber { cluster, client, subscriber in

@@ -3,7 +3,7 @@ import EmbeddedRedis
 import NIOCore
 import Testing
 
-@Suite("Redis subscriber against a real redis-server")
+@Suite("Redis subscriber against a real redis-server", .timeLimit(.minutes(2)))
 struct RedisSubscriberTests {
     @Test func messagesArriveInPublishOrderAndBinarySafe() async throws {
         try await withRedisServer { server in

@@ -4,7 +4,7 @@ import Testing
 /// Every input of the committed fuzz corpus, and every reproducer of a past
 /// finding, through its fuzz target on every test run: a decoder change that
 /// brings back an old crash fails here, without a fuzzing build.
-@Suite("Fuzz corpus and regressions replay cleanly")
+@Suite("Fuzz corpus and regressions replay cleanly", .timeLimit(.minutes(2)))
 struct FuzzCorpusTests {
     static let root: String = {
         var path = #filePath

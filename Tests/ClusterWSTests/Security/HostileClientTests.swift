@@ -13,7 +13,7 @@ import Testing
 /// client kept being served, and the process's RSS grew by less than the
 /// stated budget. `make unit` runs this suite on its own, so the RSS figure
 /// is this suite's alone; each test prints it.
-@Suite("Hostile clients: nothing a peer sends stops a node or grows it without bound", .serialized)
+@Suite("Hostile clients: nothing a peer sends stops a node or grows it without bound", .serialized, .timeLimit(.minutes(2)))
 struct HostileClientTests {
     /// A node (and a second one, for cross-node paths) with a healthy client on node a.
     final class Setup: Sendable {

@@ -6,7 +6,7 @@ import JWTKit
 import Logging
 import Testing
 
-@Suite("Signed-token authentication at the handshake")
+@Suite("Signed-token authentication at the handshake", .timeLimit(.minutes(2)))
 struct JWTAuthenticationTests {
     static let privateKeyPEM = """
 -----BEGIN PRIVATE KEY-----

@@ -4,7 +4,7 @@ import Logging
 import NIOCore
 import Testing
 
-@Suite("Limits: every rejection path gets its code, and everyone else keeps going")
+@Suite("Limits: every rejection path gets its code, and everyone else keeps going", .timeLimit(.minutes(2)))
 struct LimitsTests {
     @Test func connectionsPastTheNodeLimitGet503() async throws {
         var configuration = WebSocketServerConfiguration.testing
@@ -161,7 +161,7 @@ struct LimitsTests {
     }
 }
 
-@Suite("Rejections do not disturb anyone else")
+@Suite("Rejections do not disturb anyone else", .timeLimit(.minutes(2)))
 struct RejectionIsolationTests {
     @Test func everyBadInputGetsItsCodeWhileAHealthyClientKeepsReceiving() async throws {
         var configuration = WebSocketServerConfiguration.testing

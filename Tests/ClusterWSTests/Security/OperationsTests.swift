@@ -5,7 +5,7 @@ import MetricsTestKit
 import NIOCore
 import Testing
 
-@Suite("Operations: metrics and health")
+@Suite("Operations: metrics and health", .timeLimit(.minutes(2)))
 struct OperationsTests {
     @Test func metricsCountTrafficDropsAndRedis() async throws {
         try await withRedisServer { redis in
@@ -76,8 +76,11 @@ struct OperationsTests {
             try await harness.start()
             let client = try await ClusterClient.connect(node, uid: "sam")
             #expect(await node.health().isHealthy)
+            proxy.refuseNewConnections(true)  // Redis stays unreachable until we say so
             proxy.blackholeCurrentLinks()
             try await eventually("health to see the silent subscriber", within: .seconds(6)) { await !node.health().subscriber }
+            #expect(await !node.health().redis)
+            proxy.refuseNewConnections(false)
             try await eventually("the links to come back", within: .seconds(10)) { await node.health().isHealthy }
             // Published by another client straight to Redis: it reaches sam through the re-made subscription.
             try await redis.withClient { connection in

@@ -1,7 +1,7 @@
 import EmbeddedRedis
 import Testing
 
-@Suite("Embedded redis-server")
+@Suite("Embedded redis-server", .timeLimit(.minutes(2)))
 struct EmbeddedRedisTests {
     @Test(arguments: [false, true])
     func stopsAndRestartsOnTheSamePort(crash: Bool) async throws {

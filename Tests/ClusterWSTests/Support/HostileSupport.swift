@@ -68,6 +68,8 @@ final class BlackholeProxy: Sendable {
     let port: Int
     private let server: any Channel
     private let links = Mutex<[Link]>([])
+    /// While set, new connections are closed at once (the far end is unreachable).
+    private let refusing = Atomic<Bool>(false)
 
     private final class Link: Sendable {
         let dead = Atomic<Bool>(false)
@@ -86,6 +88,9 @@ final class BlackholeProxy: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.autoRead, value: false)
             .childChannelInitializer { inbound in
+                if box.withLock({ $0 })?.refusing.load(ordering: .relaxed) == true {
+                    return inbound.close()
+                }
                 let link = Link()
                 box.withLock { $0 }?.links.withLock { $0.append(link) }
                 return ClientBootstrap(group: inbound.eventLoop)
@@ -111,6 +116,11 @@ final class BlackholeProxy: Sendable {
     /// Every link open now stops forwarding, silently.
     func blackholeCurrentLinks() {
         for link in links.withLock({ $0 }) { link.dead.store(true, ordering: .relaxed) }
+    }
+
+    /// New connections are closed at once (`true`) or forwarded again (`false`).
+    func refuseNewConnections(_ refuse: Bool) {
+        refusing.store(refuse, ordering: .relaxed)
     }
 
     func stop() { server.close(promise: nil) }

@@ -24,15 +24,19 @@ func within<T: Sendable>(
     _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     let outcome = Once<T>()
+    let timer = Mutex<Task<Void, Never>?>(nil)
+    defer { timer.withLock { $0?.cancel() } }  // done in time: the timer goes too
     return try await withCheckedThrowingContinuation { continuation in
         outcome.arm(continuation)
         let work = Task {
             do { outcome.finish(.success(try await body())) } catch { outcome.finish(.failure(error)) }
         }
-        Task {
-            try? await Task.sleep(for: limit)
-            outcome.finish(.failure(TimedOut(what: what)))
-            work.cancel()
+        timer.withLock {
+            $0 = Task {
+                do { try await Task.sleep(for: limit) } catch { return }  // cancelled: finished in time
+                outcome.finish(.failure(TimedOut(what: what)))
+                work.cancel()
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 import NIOCore
 import Testing
 
-@Suite("Broadcast fan-out and slow consumers")
+@Suite("Broadcast fan-out and slow consumers", .timeLimit(.minutes(2)))
 struct FanOutTests {
     @Test func broadcastReachesEveryConnectionInOrder() async throws {
         try await withWebSocketServer { server, port in

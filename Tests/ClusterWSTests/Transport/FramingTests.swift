@@ -2,7 +2,7 @@
 import NIOCore
 import Testing
 
-@Suite("RFC 6455 §5: framing, raw bytes over TCP")
+@Suite("RFC 6455 §5: framing, raw bytes over TCP", .timeLimit(.minutes(2)))
 struct FramingTests {
     /// Sends `bytes` after a valid handshake and expects a close frame with `code`, then TCP closed.
     private func expectClose(_ code: UInt16, after bytes: [UInt8], configuration: WebSocketServerConfiguration = .testing)

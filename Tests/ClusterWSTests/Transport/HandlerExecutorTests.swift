@@ -2,7 +2,7 @@
 import NIOCore
 import Testing
 
-@Suite("onOpen handlers run on their connection's event loop")
+@Suite("onOpen handlers run on their connection's event loop", .timeLimit(.minutes(2)))
 struct HandlerExecutorTests {
     /// The handler reports, for each message, whether it runs on its
     /// connection's event loop at start and after every await.

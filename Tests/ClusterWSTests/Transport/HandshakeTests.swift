@@ -3,7 +3,7 @@ import NIOCore
 import NIOHTTP1
 import Testing
 
-@Suite("RFC 6455 §4: opening handshake, raw bytes over TCP")
+@Suite("RFC 6455 §4: opening handshake, raw bytes over TCP", .timeLimit(.minutes(2)))
 struct HandshakeTests {
     @Test func validHandshakeGets101WithAccept() async throws {
         try await withWebSocketServer { _, port in

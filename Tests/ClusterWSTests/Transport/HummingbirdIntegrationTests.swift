@@ -6,7 +6,7 @@ import NIOCore
 import ServiceLifecycle
 import Testing
 
-@Suite("Hosting ClusterWS routes in a Hummingbird application")
+@Suite("Hosting ClusterWS routes in a Hummingbird application", .timeLimit(.minutes(5)))
 struct HummingbirdIntegrationTests {
     @Test func webSocketAndHummingbirdRoutesShareOnePort() async throws {
         var logger = Logger(label: "test.hummingbird")

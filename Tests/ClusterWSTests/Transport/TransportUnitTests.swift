@@ -3,14 +3,14 @@ import NIOCore
 import NIOHTTP1
 import Testing
 
-@Suite("Transport building blocks")
+@Suite("Transport building blocks", .timeLimit(.minutes(2)))
 struct TransportUnitTests {
     @Test func acceptValueMatchesRFC6455Example() {
         // RFC 6455 §1.3.
         #expect(WebSocketAccept.value(forKey: "dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-        #expect(WebSocketAccept.base64(Array("foobar".utf8)) == "Zm9vYmFy")
-        #expect(WebSocketAccept.base64(Array("fooba".utf8)) == "Zm9vYmE=")
-        #expect(WebSocketAccept.base64(Array("foob".utf8)) == "Zm9vYg==")
+        #expect(SHA1.base64(Array("foobar".utf8)) == "Zm9vYmFy")
+        #expect(SHA1.base64(Array("fooba".utf8)) == "Zm9vYmE=")
+        #expect(SHA1.base64(Array("foob".utf8)) == "Zm9vYg==")
     }
 
     @Test(arguments: [
@@ -63,7 +63,7 @@ struct TransportUnitTests {
     }
 }
 
-@Suite("Duration conversions saturate instead of trapping")
+@Suite("Duration conversions saturate instead of trapping", .timeLimit(.minutes(2)))
 struct DurationConversionTests {
     @Test func conversionsRoundDownAndClamp() {
         #expect(Duration.milliseconds(1_500).milliseconds == 1_500)

@@ -12,10 +12,7 @@ struct LuaScript: Sendable {
 
     init(_ source: String) {
         self.source = source
-        self.sha1 = WebSocketAccept.sha1(Array(source.utf8)).map { byte in
-            let hex = String(byte, radix: 16)
-            return hex.count == 1 ? "0" + hex : hex
-        }.joined()
+        self.sha1 = SHA1.hex(source)
     }
 
     /// `EVALSHA sha numkeys keys… arguments…`, or `EVAL source …` with `bySource`.
