@@ -1,0 +1,16 @@
+import Logging
+
+/// What every driver needs to know about its node.
+struct DriverContext: Sendable {
+    let id: String
+    let epoch: UInt64
+    let keys: ClusterKeys
+    let queue: ClusterConfiguration.Queue
+    let counters: NodeCounters
+    let logger: Logger
+
+    /// A post's Redis part failed: counted and logged (rate-limited).
+    func postFailed(_ error: any Error) {
+        counters.drop(.postFailed, metadata: ["error": "\(error)"])
+    }
+}

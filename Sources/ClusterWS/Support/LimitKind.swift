@@ -1,0 +1,23 @@
+/// A budget that refused something: `clusterws_limit_hits_total{limit}`.
+package enum LimitKind: String, CaseIterable, Sendable {
+    /// A connection's unread messages reached their budget: reading paused.
+    case inboundBuffer = "inbound_buffer"
+    /// Too many connections in the handshake: a new one was closed.
+    case pendingHandshakes = "pending_handshakes"
+    /// An HTTP request head over `maxRequestHeadBytes`: 431.
+    case requestHead = "request_head"
+    /// An HTTP request body over `maxRequestBodyBytes`: 413.
+    case requestBody = "request_body"
+    /// The node's connection limit: 503.
+    case connections
+    /// A user's connection limit across the cluster: 429.
+    case connectionsPerUser = "connections_per_user"
+    /// A name that breaks the naming rules, refused.
+    case names
+    /// A call with more targets than `maxTargetsPerCall`, refused.
+    case targetsPerCall = "targets_per_call"
+    /// A `join` past `maxRoomsPerConnection`, refused.
+    case roomsPerConnection = "rooms_per_connection"
+    /// A Redis reply bigger than `maxRedisReplyBytes`: the link was reset.
+    case redisReply = "redis_reply"
+}
