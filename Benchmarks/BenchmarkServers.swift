@@ -55,7 +55,8 @@ struct BenchmarkServer: AsyncParsableCommand {
             _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         }
         var logger = Logger(label: "bench.server")
-        logger.logLevel = .error
+        // BENCH_LOG_LEVEL=info shows drops and limit closes while a benchmark runs.
+        logger.logLevel = ProcessInfo.processInfo.environment["BENCH_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .error
         switch kind {
         case .clusterws: try await runClusterWS(logger: logger, hosted: false)
         case .hosted: try await runClusterWS(logger: logger, hosted: true)

@@ -129,9 +129,11 @@ func waitUntilDone(within limit: Duration,
 
 /// Logs errors only, on standard error (tables stay alone on standard output).
 func bootstrapQuietLogging() {
+    // BENCH_LOG_LEVEL=info shows drops and limit closes while a benchmark runs.
+    let level = ProcessInfo.processInfo.environment["BENCH_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .error
     LoggingSystem.bootstrap { label in
         var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = .error
+        handler.logLevel = level
         return handler
     }
 }

@@ -17,7 +17,7 @@ package final class NodeCounters: Sendable {
     package let binaryIn: Counter
     /// Keeps repeated warnings (a garbage flood, a starved loop) to one line per key and interval.
     package let logLimiter = LogLimiter()
-    private let logger: Logger
+    package let logger: Logger
 
     /// Counters under `dimensions` (the node's, for a cluster node) through `factory`; drops are logged to `logger`.
     package init(dimensions: [(String, String)] = [], factory: any MetricsFactory = MetricsSystem.factory,

@@ -1,4 +1,5 @@
 import CoreMetrics
+import Logging
 package import NIOCore
 package import NIOWebSocket
 
@@ -70,6 +71,8 @@ package final class WebSocketHandler: ChannelInboundHandler {
         machine.closed()
         let code = machine.closeCode ?? .abnormalClosure
         let cause = machine.closeCause ?? .connectionLost
+        socket.counters.logger.debug("connection closed", metadata: [
+            "connection": "\(socket.id)", "code": "\(code)", "cause": "\(cause.rawValue)"])
         socket.assumeIsolated { $0.didClose(code: code, cause: cause) }
         onClose(socket, code)
         context.fireChannelInactive()
