@@ -28,20 +28,43 @@ struct DriverBenchmark: AsyncParsableCommand {
     @Option(help: "Messages in the light run (one sender, one at a time).")
     var lightMessages = 2_000
 
+    @Flag(help: "Run on an embedded Redis Cluster (3 masters + 3 replicas) instead of one server.")
+    var redisCluster = false
+
+    @Option(help: "On a Redis Cluster: queue.replicaAcks values to run the queue driver with (WAIT after each entry when > 0).")
+    var replicaAcks: String = "0,1"
+
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
     func run() async throws {
         bootstrapQuietLogging()
         var table = ResultTable(
-            title: "Cross-node unicast, \(receivers) receivers on node b, sends from node a (\(messages) msgs loaded, \(senders) senders)",
+            title: "Cross-node unicast\(redisCluster ? " on a Redis Cluster (3+3)" : ""), \(receivers) receivers on node b, sends from node a (\(messages) msgs loaded, \(senders) senders)",
             columns: ["driver", "guarantee", "loaded msgs/s", "loaded p50 ms", "loaded p99 ms", "light p50 ms", "light p99 ms", "received"])
-        for driver in ClusterConfiguration.Driver.allCases {
-            let redis = try await RedisEndpoint.fromEnvironment()
-            defer { redis.embedded?.terminate() }
+        var runs: [(ClusterConfiguration.Driver, Int)] = [(.pubSub, 0)]
+        for acks in redisCluster ? replicaAcks.split(separator: ",").compactMap({ Int($0) }) : [0] { runs.append((.queue, acks)) }
+        for (driver, acks) in runs {
+            let url: String
+            var single: RedisServerProcess?
+            var cluster: RedisClusterProcess?
+            if redisCluster {
+                progress("\(driver): starting a Redis Cluster (3 masters + 3 replicas)")
+                cluster = try await RedisClusterProcess.start()
+                url = cluster?.url ?? ""
+            } else {
+                let redis = try await RedisEndpoint.fromEnvironment()
+                single = redis.embedded
+                url = redis.url
+            }
+            defer {
+                single?.terminate()
+                cluster?.terminate()
+            }
             progress("\(driver): starting two nodes")
-            let result = try await measure(driver, redisURL: redis.url)
-            table.add("\(driver)", driver == .queue ? "at-least-once" : "at-most-once", result.rate.grouped,
+            let result = try await measure(driver, replicaAcks: acks, redisURL: url)
+            let name = driver == .queue && redisCluster ? "queue, replicaAcks \(acks)" : "\(driver)"
+            table.add(name, driver == .queue ? "at-least-once" : "at-most-once", result.rate.grouped,
                       result.loaded.p50.fixed(2), result.loaded.p99.fixed(2), result.light.p50.fixed(2), result.light.p99.fixed(2),
                       "\(result.received)/\(messages + lightMessages)")
         }
@@ -56,7 +79,7 @@ struct DriverBenchmark: AsyncParsableCommand {
 
     struct Percentiles { var p50: Double; var p99: Double }
 
-    private func measure(_ driver: ClusterConfiguration.Driver, redisURL: String)
+    private func measure(_ driver: ClusterConfiguration.Driver, replicaAcks: Int, redisURL: String)
         async throws -> (rate: Double, loaded: Percentiles, light: Percentiles, received: Int)
     {
         func node(_ id: String) throws -> ClusterNode {
@@ -64,6 +87,7 @@ struct DriverBenchmark: AsyncParsableCommand {
                                                      webSocket: .init(keepalive: .disabled))
             configuration.driver = driver
             configuration.queue.concurrency = 256
+            configuration.queue.replicaAcks = replicaAcks
             var logger = Logger(label: "bench.node")
             logger.logLevel = .error
             let node = try ClusterNode(configuration: configuration, logger: logger)

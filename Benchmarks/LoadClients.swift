@@ -59,7 +59,10 @@ struct LoadClients: AsyncParsableCommand {
                                     total: Int(rest[0]) ?? 0, receivers: Int(rest[1]) ?? 1, uidPrefix: rest[2],
                                     size: Int(rest[3]) ?? 64, clients: channels.count)
                 for (index, channel) in channels.enumerated() {
-                    channel.triggerUserOutboundEvent(StartSending(plan: plan, index: index), promise: nil)
+                    // A connection the server closed meanwhile sends nothing; the others take its share.
+                    let started = channel.eventLoop.makePromise(of: Void.self)
+                    started.futureResult.whenFailure { _ in plan.finished.increment() }
+                    channel.triggerUserOutboundEvent(StartSending(plan: plan, index: index), promise: started)
                 }
                 await plan.finished.reached()
                 reply("sent")

@@ -32,8 +32,8 @@ extension FuzzTarget {
                     if !(0..<16_384).contains(slot) { finding("a redirect to slot \(slot)") }
                 }
             }
-            if let (slots, replicas) = RedisClusterClient.slotMap(from: value, answeredBy: .init(host: "seed", port: 1)),
-               slots.count != 16_384 || replicas.count != 16_384 {
+            if let map = RedisClusterClient.slotMap(from: value, answeredBy: .init(host: "seed", port: 1)),
+               map.slots.count != 16_384 || map.replicas.count != 16_384 {
                 finding("a slot map of the wrong size")
             }
             _ = value.string

@@ -124,7 +124,7 @@ struct DemoNode: Sendable {
             let health = await node.health()
             return jsonResponse(["status": health.isHealthy ? "ok" : "degraded", "redis": health.redis ? "up" : "down",
                                  "subscriber": health.subscriber ? "up" : "down", "connections": String(health.connections),
-                                 "node": node.id])
+                                 "shardsDown": String(health.shardsDown), "node": node.id])
                 .with(status: health.isHealthy ? .ok : .serviceUnavailable)
         case "/metrics":
             return PlainHTTPResponse(headers: ["Content-Type": "text/plain; version=0.0.4"],

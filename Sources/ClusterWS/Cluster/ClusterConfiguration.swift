@@ -44,6 +44,37 @@ public struct ClusterConfiguration: Sendable {
     /// Byte and count budgets of the cluster layer: what one application
     /// call, one connection or one Redis peer can make the node hold.
     public var limits: Limits
+    /// How sends behave while a Redis Cluster shard has no reachable master.
+    public var failover = Failover()
+
+    /// What a send meets while the Redis Cluster master of its shard is
+    /// unreachable (killed, cut off) and before its replica is promoted
+    /// (`cluster-node-timeout` plus about a second). Other shards are never
+    /// affected. On one Redis server these settings do nothing.
+    ///
+    /// - **Fail fast** (the default, `wait` well under the promotion time):
+    ///   every `send` for that shard throws ``ClusterError/shardUnavailable(slot:)``
+    ///   after at most `wait`; nothing was sent, the caller may retry.
+    /// - **Deliver late** (`wait` longer than the promotion time): sends wait
+    ///   for the promoted replica and are delivered then, as long as the bytes
+    ///   waiting for that shard stay under `maxWaitingBytesPerShard`; past it
+    ///   they throw at once.
+    ///
+    /// `post` never waits: a post for a shard without a reachable master is
+    /// dropped at once and counted (`clusterws_drops_total{reason="shard_unavailable"}`).
+    public struct Failover: Sendable {
+        /// Longest a send waits for its shard to have a reachable master.
+        public var wait: Duration
+        /// Most bytes of commands waiting for one shard; past it, sends for
+        /// that shard fail at once.
+        public var maxWaitingBytesPerShard: Int
+
+        /// Creates failover settings; the default fails fast (500 ms, 4 MiB).
+        public init(wait: Duration = .milliseconds(500), maxWaitingBytesPerShard: Int = 4 << 20) {
+            self.wait = wait
+            self.maxWaitingBytesPerShard = maxWaitingBytesPerShard
+        }
+    }
 
     /// Budgets of the cluster layer. Each has a default that suits a
     /// production node; each refusal is a typed error, each drop is counted
@@ -108,8 +139,10 @@ public struct ClusterConfiguration: Sendable {
         public var block: Duration
         /// On a Redis Cluster: replicas that must have each entry (`WAIT`)
         /// before a send returns, so a master's crash right after it loses
-        /// nothing. 0 turns it off (faster; a crash may lose the last entries).
-        public var replicaAcks: Int = 1
+        /// nothing it acknowledged. 0 (the default) does not wait: faster, but
+        /// Redis's asynchronous replication may lose the last entries written
+        /// before a master dies (see the README's failover table for how many).
+        public var replicaAcks: Int = 0
         /// How long a send waits for those replicas.
         public var replicaAckTimeout: Duration = .milliseconds(500)
 
@@ -194,6 +227,8 @@ extension ClusterConfiguration {
         try require(maxConnectionsPerUser >= 1, "maxConnectionsPerUser must be at least 1")
         try require(queue.maxLength >= 1, "queue.maxLength must be at least 1")
         try require(queue.replicaAcks >= 0, "queue.replicaAcks must not be negative")
+        try require(failover.wait >= .zero, "failover.wait must not be negative")
+        try require(failover.maxWaitingBytesPerShard >= 0, "failover.maxWaitingBytesPerShard must not be negative")
         try require(limits.maxNameBytes >= 1 && limits.maxNameBytes <= 4_096, "limits.maxNameBytes must be in 1...4096")
         try require(limits.maxTargetsPerCall >= 1, "limits.maxTargetsPerCall must be at least 1")
         try require(limits.maxRoomsPerConnection >= 1, "limits.maxRoomsPerConnection must be at least 1")

@@ -18,6 +18,16 @@ public enum ClusterError: Error, Sendable, Hashable, CustomStringConvertible {
     /// A message does not fit the wire format (a name over 65,535 bytes, a
     /// list over 2³²−1 entries). The API's own limits keep this from happening.
     case unencodable(String)
+    /// On a Redis Cluster: the message's shard has no reachable master (a
+    /// failover is under way) and none came within
+    /// ``ClusterConfiguration/Failover/wait``. Nothing was sent; retry, or
+    /// tell the client. Local deliveries of the same call were made.
+    case shardUnavailable(slot: Int)
+    /// Queue driver on a Redis Cluster with `queue.replicaAcks` > 0: the
+    /// entry for `node` is on its stream's master, but no replica confirmed it
+    /// within `queue.replicaAckTimeout`. It will probably be delivered; if that
+    /// master fails now it may be lost. A retry may deliver it twice.
+    case notReplicated(node: String)
 
     public var description: String {
         switch self {
@@ -27,6 +37,8 @@ public enum ClusterError: Error, Sendable, Hashable, CustomStringConvertible {
         case .tooManyTargets(let count, let limit): "\(count) targets in one call; the limit is \(limit)"
         case .tooManyRooms(let limit): "the connection is already in \(limit) rooms (the limit)"
         case .unencodable(let why): "the message cannot be encoded: \(why)"
+        case .notReplicated(let node): "the entry for node \(node) was written, but no replica confirmed it in time"
+        case .shardUnavailable(let slot): "no reachable Redis master for slot \(slot) (a failover is under way); nothing was sent"
         }
     }
 }

@@ -96,6 +96,8 @@ public final class ClusterNode: Service, Sendable {
         let metrics = ClusterMetrics(node: id, factory: factory)
         let counters = NodeCounters(dimensions: [("node", id)], factory: factory, logger: logger)
         redisConfiguration.maxReplyBytes = configuration.limits.maxRedisReplyBytes
+        redisConfiguration.failoverWait = configuration.failover.wait
+        redisConfiguration.failoverWaitBytes = configuration.failover.maxWaitingBytesPerShard
         redisConfiguration.hooks.replyTooLarge = { counters.hit(.redisReply) }
         let keys = ClusterKeys(configuration)
         let context = DriverContext(id: id, epoch: epoch, keys: keys, queue: configuration.queue, counters: counters,
@@ -175,7 +177,10 @@ public final class ClusterNode: Service, Sendable {
     public func health() async -> ClusterHealth {
         let redisUp = (try? await redis.send(RedisCommand("PING"), timeout: .seconds(1))) != nil
         let subscribed = await subscriber.isConnected()
-        return ClusterHealth(redis: redisUp, subscriber: subscribed, connections: server.connectionCount)
+        var shardsDown = 0
+        if case .cluster(let cluster, _) = backend { shardsDown = cluster.mastersDown }
+        return ClusterHealth(redis: redisUp, subscriber: subscribed, connections: server.connectionCount,
+                             shardsDown: shardsDown)
     }
 
     /// An `authenticate` hook that takes the uid from a query parameter,

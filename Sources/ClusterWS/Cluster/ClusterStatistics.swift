@@ -20,6 +20,8 @@ public final class ClusterStatistics: Sendable {
     public var routed: Int { routedEnvelopes.load(ordering: .relaxed) }
     /// Posted messages whose Redis part failed (see ``Sender/post(uid:_:)-(String,WebSocketMessage)``).
     public var postFailed: Int { counters.dropped(.postFailed) }
+    /// Posts dropped because their Redis Cluster shard had no reachable master (a failover).
+    public var shardUnavailableDropped: Int { counters.dropped(.shardUnavailable) }
     /// Messages from Redis dropped because the router's buffer was full.
     public var subscriberOverflows: Int { counters.dropped(.subscriberOverflow) }
 }

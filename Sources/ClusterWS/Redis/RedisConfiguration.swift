@@ -51,6 +51,15 @@ package struct RedisConfiguration: Sendable, Hashable {
     /// is declared dead, closed and re-opened. It queues behind the commands
     /// in flight, so keep it above the longest blocking command.
     package var healthCheckTimeout: Duration = .seconds(2)
+    /// On a Redis Cluster: how long a command whose slot's master is
+    /// unreachable waits for a reachable master (the replica promoted, or the
+    /// master back) before it fails with ``RedisError/shardUnavailable(slot:)``.
+    /// `.zero` fails at once; a wait longer than the cluster's promotion time
+    /// (`cluster-node-timeout` plus about a second) delivers late instead.
+    package var failoverWait: Duration = .milliseconds(500)
+    /// On a Redis Cluster: most command bytes waiting for one unreachable
+    /// shard; past it, commands for that shard fail at once.
+    package var failoverWaitBytes = 4 << 20
     /// Called when a limit of this configuration bites (for metrics).
     package var hooks = Hooks()
 
@@ -58,9 +67,12 @@ package struct RedisConfiguration: Sendable, Hashable {
     package struct Hooks: Sendable, Hashable {
         /// A reply grew past ``RedisConfiguration/maxReplyBytes``.
         package var replyTooLarge: (@Sendable () -> Void)?
+        /// The link became ready (`true`) or, having been ready, dropped (`false`).
+        package var linkChanged: (@Sendable (_ up: Bool) -> Void)?
 
-        package init(replyTooLarge: (@Sendable () -> Void)? = nil) {
+        package init(replyTooLarge: (@Sendable () -> Void)? = nil, linkChanged: (@Sendable (_ up: Bool) -> Void)? = nil) {
             self.replyTooLarge = replyTooLarge
+            self.linkChanged = linkChanged
         }
 
         package static func == (lhs: Hooks, rhs: Hooks) -> Bool { true }

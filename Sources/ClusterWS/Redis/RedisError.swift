@@ -29,6 +29,11 @@ package enum RedisError: Error, Sendable, Hashable, CustomStringConvertible {
     case shutdown
     /// A Redis URL or configuration value could not be understood.
     case invalidConfiguration(String)
+    /// On a Redis Cluster: the slot's master is unreachable and no reachable
+    /// master took it over within the failover wait (see
+    /// ``RedisConfiguration/failoverWait``), or the bytes already waiting for
+    /// that shard reached their bound. The command was not sent.
+    case shardUnavailable(slot: Int)
 
     package var description: String {
         switch self {
@@ -42,6 +47,7 @@ package enum RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         case .timeout: return "Redis command timed out"
         case .shutdown: return "Redis client is shut down"
         case .invalidConfiguration(let message): return "Invalid Redis configuration: \(message)"
+        case .shardUnavailable(let slot): return "no reachable Redis master for slot \(slot) (a failover is under way)"
         }
     }
 }

@@ -44,12 +44,14 @@ extension RedisReconnecting {
                 do {
                     try await prepare(channel)
                     for waiter in link.prepared() { waiter.resume() }
+                    configuration.hooks.linkChanged?(true)
                     logger.debug("redis connected", metadata: ["redis.generation": "\(link.generation)"])
                 } catch {
                     channel.close(promise: nil)
                     throw error
                 }
                 await waitForClose(channel)
+                configuration.hooks.linkChanged?(false)
                 if Task.isCancelled || link.isShuttingDown {
                     logger.debug("redis connection closed")
                 } else {

@@ -16,6 +16,8 @@ package enum DropReason: String, CaseIterable, Sendable {
     case keepaliveTimeout = "keepalive_timeout"
     /// A posted message whose Redis part failed.
     case postFailed = "post_failed"
+    /// A posted message for a Redis Cluster shard without a reachable master (a failover).
+    case shardUnavailable = "shard_unavailable"
     /// A message from Redis the router's buffer had no room for.
     case subscriberOverflow = "subscriber_overflow"
     /// A message an event loop's fan-out queue had no room for.
@@ -31,6 +33,7 @@ package enum DropReason: String, CaseIterable, Sendable {
         case .byteRateLimit: "closed a client over its byte rate (1008)"
         case .keepaliveTimeout: "closed a client that answered no keepalive ping (1008)"
         case .postFailed: "a posted message did not reach Redis; other nodes miss it"
+        case .shardUnavailable: "a posted message's Redis Cluster shard has no reachable master (failover); dropped"
         case .subscriberOverflow: "the router's buffer is full; dropping messages from Redis"
         case .fanOutOverflow: "an event loop's fan-out queue is full; dropping messages for it"
         }
@@ -40,7 +43,7 @@ package enum DropReason: String, CaseIterable, Sendable {
     var logLevel: Logger.Level {
         switch self {
         case .stale, .slowConsumer, .rateLimit, .byteRateLimit, .keepaliveTimeout: .info
-        case .garbage, .postFailed, .subscriberOverflow, .fanOutOverflow: .warning
+        case .garbage, .postFailed, .shardUnavailable, .subscriberOverflow, .fanOutOverflow: .warning
         }
     }
 }

@@ -105,12 +105,25 @@ struct RedisClusterClientTests {
             let clock = ContinuousClock()
             let start = clock.now
             var value: String?
+            var answers: [Duration] = []
+            var unexpected: [RedisError] = []
             while value == nil, clock.now - start < .seconds(30) {
-                value = try? await client.send(RedisCommand("INCR", .string(key))).string
+                let asked = clock.now
+                do {
+                    value = try await client.send(RedisCommand("INCR", .string(key))).string
+                } catch RedisError.shardUnavailable {
+                    answers.append(clock.now - asked)
+                } catch let error as RedisError {
+                    unexpected.append(error)
+                }
             }
             let pause = clock.now - start
-            print("failover: writes resumed after \(pause)")
+            print("failover: writes resumed after \(pause); \(answers.count) shardUnavailable answers meanwhile, slowest \(answers.max() ?? .zero)")
             #expect(value == "2")  // the replica had the key
+            // Meanwhile every command got its typed answer within the failover wait (500 ms).
+            #expect(!answers.isEmpty)
+            #expect((answers.max() ?? .zero) < .seconds(1))
+            #expect(unexpected.isEmpty, "\(unexpected)")
             #expect(client.owner(ofSlot: slot).map { $0.port != old.port } == true)
             #expect(pause < .seconds(20))
         }

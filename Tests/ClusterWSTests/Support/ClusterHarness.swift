@@ -16,11 +16,13 @@ final class TestCluster: Sendable {
     /// Starts nodes `ids` against `redis`.
     static func start(_ ids: [String], redis: RedisServerProcess, namespace: String = "test",
                       driver: ClusterConfiguration.Driver = .pubSub,
-                      redisURL: ((String) -> String)? = nil, redisCluster: RedisClusterProcess? = nil) async throws -> TestCluster {
+                      redisURL: ((String) -> String)? = nil, redisCluster: RedisClusterProcess? = nil,
+                      configure: (@Sendable (inout ClusterConfiguration) -> Void)? = nil) async throws -> TestCluster {
         var nodes: [String: ClusterNode] = [:]
         var harnesses: [String: ServiceGroupHarness] = [:]
         for id in ids {
-            let node = try makeNode(id, redis: redis, namespace: namespace, driver: driver, redisURL: redisURL?(id))
+            let node = try makeNode(id, redis: redis, namespace: namespace, driver: driver, redisURL: redisURL?(id),
+                                    configure: configure)
             let harness = ServiceGroupHarness(node)
             try await harness.start()
             _ = try await node.waitUntilListening()
@@ -39,7 +41,8 @@ final class TestCluster: Sendable {
     }
 
     static func makeNode(_ id: String, redis: RedisServerProcess, namespace: String = "test",
-                         driver: ClusterConfiguration.Driver = .pubSub, redisURL: String? = nil) throws -> ClusterNode {
+                         driver: ClusterConfiguration.Driver = .pubSub, redisURL: String? = nil,
+                         configure: (@Sendable (inout ClusterConfiguration) -> Void)? = nil) throws -> ClusterNode {
         var configuration = ClusterConfiguration(
             redisURL: .init(redisURL ?? redis.url), serverID: id, namespace: namespace,
             webSocket: WebSocketServerConfiguration(keepalive: .disabled, closeTimeout: .seconds(1),
@@ -48,6 +51,7 @@ final class TestCluster: Sendable {
         configuration.queue.block = .milliseconds(200)
         configuration.heartbeatInterval = .milliseconds(100)
         configuration.livenessWindow = .milliseconds(600)
+        configure?(&configuration)
         var logger = Logger(label: "test.node")
         logger.logLevel = .error
         let node = try ClusterNode(configuration: configuration, logger: logger)
@@ -124,11 +128,13 @@ func withCluster<T: Sendable>(
 /// Runs `body` with nodes `ids` on a fresh Redis of `setup.backend`, then stops everything.
 func withCluster<T: Sendable>(
     _ ids: [String], namespace: String = "test", _ setup: RoutingCase,
+    configure: (@Sendable (inout ClusterConfiguration) -> Void)? = nil,
     _ body: @escaping @Sendable (TestCluster) async throws -> T
 ) async throws -> T {
     @Sendable func run(_ redis: RedisServerProcess, url: String?, redisCluster: RedisClusterProcess? = nil) async throws -> T {
         let cluster = try await TestCluster.start(ids, redis: redis, namespace: namespace, driver: setup.driver,
-                                                  redisURL: url.map { url in { _ in url } }, redisCluster: redisCluster)
+                                                  redisURL: url.map { url in { _ in url } }, redisCluster: redisCluster,
+                                                  configure: configure)
         do {
             let result = try await within(.seconds(60), "the cluster test") { try await body(cluster) }
             await cluster.stopAll()

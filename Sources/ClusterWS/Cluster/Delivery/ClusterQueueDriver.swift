@@ -6,24 +6,29 @@ import NIOCore
 /// and writes keys of several slots (a user's fds, the live nodes, the target
 /// nodes' streams), which a cluster refuses. Here the same routing runs from
 /// the node, a step per slot: read the targets (`SMEMBERS`, the heartbeats),
-/// then one `XADD` per target node's stream, pipelined per master, each
-/// followed by `WAIT` for `queue.replicaAcks` replicas on that master (as many
-/// as the slot map lists for it) — so an entry a send reported is on a replica
-/// too and survives its master's crash.
+/// then one `XADD` per target node's stream, pipelined per master, and with
+/// `queue.replicaAcks` > 0 a `WAIT` round on each master written to (see
+/// ``ReplicaAcks``) — so an entry a send reported is on a replica too and
+/// survives its master's crash.
 /// Cost: two to three round trips per send instead of one, not atomic (a node
 /// that joins between the read and the write misses that message, as it would
-/// have a moment earlier). Posts need those reads too, so they run one after
-/// another in a chain, in call order.
+/// have a moment earlier). Posts need those reads too, so they run in lanes
+/// (``PostLanes``): in call order per destination, side by side across them.
 struct ClusterQueueDriver: DeliveryDriver {
     let cluster: RedisClusterClient
     let context: DriverContext
     let consumers: QueueConsumers
-    private let chain = PostChain()
+    private let lanes = PostLanes()
+    /// `WAIT` rounds when `queue.replicaAcks` > 0.
+    private let acks: ReplicaAcks?
 
     init(cluster: RedisClusterClient, context: DriverContext, consumers: QueueConsumers) {
         self.cluster = cluster
         self.context = context
         self.consumers = consumers
+        acks = context.queue.replicaAcks > 0
+            ? ReplicaAcks(cluster: cluster, replicas: context.queue.replicaAcks, timeout: context.queue.replicaAckTimeout)
+            : nil
     }
 
     func send(_ delivery: RemoteDelivery) async throws -> [Int] {
@@ -53,8 +58,11 @@ struct ClusterQueueDriver: DeliveryDriver {
 
     func post(_ delivery: RemoteDelivery) {
         let context = self.context
-        chain.append {
-            do { _ = try await send(delivery) } catch { context.postFailed(error) }
+        lanes.append(lane: delivery.destination.lane) {
+            // A post never waits out a failover: a shard without a master drops it at once (counted).
+            do { _ = try await RedisClusterClient.$failoverWait.withValue(.zero) { try await send(delivery) } } catch {
+                context.postFailed(error)
+            }
         }
     }
 
@@ -63,27 +71,34 @@ struct ClusterQueueDriver: DeliveryDriver {
     }
 
     /// One `XADD` per node's stream (with that node's epoch), pipelined per
-    /// master, each followed by `WAIT` for `queue.replicaAcks` replicas (only
-    /// as many as the master has: right after a failover it may have none).
-    /// Returns the nodes written to; a failed `XADD` fails the call (the caller may retry).
+    /// master; then, with `queue.replicaAcks`, a round of ``ReplicaAcks`` per
+    /// master written to. Returns the nodes written to; a failed `XADD` fails
+    /// the call (the caller may retry), and so does a write no replica
+    /// confirmed in time (``ClusterError/notReplicated(node:)``: it is on the
+    /// master and may still arrive, so a retry may duplicate it).
     private func append(_ envelope: ByteBuffer, epochs: [String: UInt64]) async throws -> [String] {
         var commands: [RedisCommand] = []
-        var writes: [(node: String, index: Int)] = []
+        var nodes: [String] = []
         let queue = context.queue
         for (node, epoch) in epochs where node != context.id {
-            let stream = context.keys.queue(node)
-            writes.append((node, commands.count))
-            commands.append(RedisCommand("XADD", .string(stream), "MAXLEN", "~", .integer(queue.maxLength), "*",
+            nodes.append(node)
+            commands.append(RedisCommand("XADD", .string(context.keys.queue(node)), "MAXLEN", "~", .integer(queue.maxLength), "*",
                                          "epoch", .string(DistributedFD.hex(epoch: epoch)), "env", .bytes(envelope)))
-            let acks = min(queue.replicaAcks, cluster.replicaCount(ofSlot: RedisClusterSlot.of(stream)))
-            if acks > 0 {
-                commands.append(RedisCommand("WAIT", .integer(acks), .integer(queue.replicaAckTimeout.milliseconds))
-                    .routed(withSlotOf: stream))
-            }
         }
         guard !commands.isEmpty else { return [] }
         let replies = try await cluster.send(batch: commands)
-        for write in writes { _ = try replies[write.index].get() }
-        return writes.map(\.node)
+        for reply in replies { _ = try reply.get() }
+        guard let acks else { return nodes }
+        let keys = context.keys
+        let unconfirmed = await withTaskGroup(of: String?.self) { group in
+            for node in nodes {
+                group.addTask { await acks.confirmed(writesTo: keys.queue(node)) ? nil : node }
+            }
+            var unconfirmed: String?
+            for await node in group where node != nil { unconfirmed = node }
+            return unconfirmed
+        }
+        if let unconfirmed { throw ClusterError.notReplicated(node: unconfirmed) }
+        return nodes
     }
 }

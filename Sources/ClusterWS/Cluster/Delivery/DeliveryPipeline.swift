@@ -67,7 +67,12 @@ struct DeliveryPipeline: Sendable {
     func send(_ plan: DeliveryPlan) async throws -> [Int] {
         deliverLocally(plan)
         guard let remote = plan.remote else { return plan.reachedHere }
-        let others = try await driver.send(remote)
+        let others: [Int]
+        do {
+            others = try await driver.send(remote)
+        } catch RedisError.shardUnavailable(let slot) {
+            throw ClusterError.shardUnavailable(slot: slot)
+        }
         return zip(plan.reachedHere, others).map(+)
     }
 

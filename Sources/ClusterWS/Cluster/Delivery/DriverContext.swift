@@ -11,6 +11,10 @@ struct DriverContext: Sendable {
 
     /// A post's Redis part failed: counted and logged (rate-limited).
     func postFailed(_ error: any Error) {
-        counters.drop(.postFailed, metadata: ["error": "\(error)"])
+        if case RedisError.shardUnavailable = error {
+            counters.drop(.shardUnavailable, metadata: ["error": "\(error)"])
+        } else {
+            counters.drop(.postFailed, metadata: ["error": "\(error)"])
+        }
     }
 }

@@ -13,8 +13,8 @@ struct PubSubDriver: DeliveryDriver {
     let redis: any RedisCommands
     let sharded: Bool
     let context: DriverContext
-    /// Posts to many users on a cluster read first, so they run in a chain.
-    private let chain = PostChain()
+    /// Posts to many users on a cluster read first, so they run in lanes (in order per destination).
+    private let lanes = PostLanes()
 
     init(redis: any RedisCommands, sharded: Bool, context: DriverContext) {
         self.redis = redis
@@ -52,8 +52,11 @@ struct PubSubDriver: DeliveryDriver {
             return redis.post(MultiUserScript.script, MultiUserScript.arguments(
                 uids, envelope: delivery.envelope, transport: "publish", context: context)) { context.postFailed($0) }
         }
-        chain.append {
-            do { _ = try await send(delivery) } catch { context.postFailed(error) }
+        lanes.append(lane: delivery.destination.lane) {
+            // A post never waits out a failover: a shard without a master drops it at once (counted).
+            do { _ = try await RedisClusterClient.$failoverWait.withValue(.zero) { try await send(delivery) } } catch {
+                context.postFailed(error)
+            }
         }
     }
 

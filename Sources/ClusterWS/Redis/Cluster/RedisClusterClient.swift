@@ -10,13 +10,20 @@ import Synchronization
 /// commands without a key go to any master), pipelines per node (each
 /// connection pipelines on its own), follows `MOVED` (updates the slot, then
 /// refreshes the whole map in the background) and `ASK` (`ASKING` + the
-/// command on the importing node, once), and refreshes the map when a node
-/// cannot be reached, so a failover is followed by itself. Connections to
-/// nodes that left the map are closed.
+/// command on the importing node, once). Connections to nodes that left the
+/// map are closed.
 ///
-/// A command whose connection dropped after it was written fails with
-/// ``RedisError/connectionLost`` and is not retried (Redis may have run it);
-/// one that was never sent is retried on the slot's new owner.
+/// **Failover.** The moment a master's link drops, that shard is marked down
+/// and the map is re-read every 100 ms (from any reachable node) until every
+/// slot has a reachable master again — the replica promoted, or the master
+/// back. Meanwhile a command for a down shard waits up to
+/// ``RedisConfiguration/failoverWait`` (and within
+/// ``RedisConfiguration/failoverWaitBytes`` per shard) for that, then fails
+/// with ``RedisError/shardUnavailable(slot:)``; a `post` fails at once.
+/// Commands for other shards never wait for it. A command whose connection
+/// dropped after it was written fails with ``RedisError/connectionLost`` and
+/// is not retried (Redis may have run it); one that was never sent is retried
+/// on the slot's new owner.
 package final class RedisClusterClient: Sendable {
     package typealias Address = RedisConfiguration.Address
 
@@ -24,20 +31,28 @@ package final class RedisClusterClient: Sendable {
     let logger: Logger
 
     private struct State {
-        var slots: [Address?] = Array(repeating: nil, count: RedisClusterSlot.count)
-        /// Replicas listed for each slot's master in the last map.
-        var replicas: [UInt8] = Array(repeating: 0, count: RedisClusterSlot.count)
+        var topology = ClusterTopology()
         var connections: [Address: RedisConnection] = [:]
         var refreshing = false
         var refreshWaiters: [CheckedContinuation<Void, Never>] = []
+        var healing = false
         var shuttingDown = false
-        var refreshes = 0
+        /// When the last slot map was read.
+        var lastMapRead: ContinuousClock.Instant?
+        /// Commands waiting for the topology to change, by ticket.
+        var changeWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var nextTicket: UInt64 = 0
     }
 
     private let state = Mutex(State())
     private let added: AsyncStream<RedisConnection>
     private let addedContinuation: AsyncStream<RedisConnection>.Continuation
     private let maxRedirects = 5
+    /// Overrides ``RedisConfiguration/failoverWait`` for the commands of the
+    /// current task: posts that read before they write use `.zero`.
+    @TaskLocal package static var failoverWait: Duration?
+    /// How often the map is re-read while a shard is down.
+    private let healInterval = Duration.milliseconds(100)
 
     /// Creates a client; nothing connects until ``runUntilShutdown()``. Seeds
     /// come from `configuration.clusterSeeds` (or its host and port when it has none).
@@ -63,110 +78,195 @@ package final class RedisClusterClient: Sendable {
 
     /// Closes every node connection; ``runUntilShutdown()`` returns after.
     package func shutdown() {
-        let connections = state.withLock { state in
+        let (connections, waiters) = state.withLock { state in
             state.shuttingDown = true
-            return Array(state.connections.values)
+            defer { state.changeWaiters = [:] }
+            return (Array(state.connections.values), Array(state.changeWaiters.values))
         }
+        for waiter in waiters { waiter.resume() }
         for connection in connections { Task { await connection.shutdown() } }
         addedContinuation.finish()
     }
 
     /// How many times the slot map has been read (for tests and metrics).
-    package var slotMapRefreshes: Int { state.withLock { $0.refreshes } }
+    package var slotMapRefreshes: Int { state.withLock { $0.topology.maps } }
+
+    /// Bumped whenever the map or a master's link changes (a sharded
+    /// subscriber re-checks its placement when it moves).
+    package var topologyGeneration: Int { state.withLock { $0.topology.generation } }
 
     /// How many replicas the map lists for `slot`'s master (0 right after a
     /// failover, until the old master comes back as a replica).
-    package func replicaCount(ofSlot slot: Int) -> Int { state.withLock { Int($0.replicas[slot]) } }
+    package func replicaCount(ofSlot slot: Int) -> Int { state.withLock { Int($0.topology.replicas[slot]) } }
 
     /// The master that owns `slot` in the current map.
-    package func owner(ofSlot slot: Int) -> Address? { state.withLock { $0.slots[slot] } }
+    package func owner(ofSlot slot: Int) -> Address? { state.withLock { $0.topology.slots[slot] } }
+
+    /// Masters of the map whose link is down right now.
+    package var mastersDown: Int { state.withLock { $0.topology.down.count } }
+
+    /// Whether `address` serves `slot`'s sharded channels: its master, or a
+    /// replica of it (Redis delivers a shard's messages on its replicas too).
+    package func serves(slot: Int, address: Address) -> Bool {
+        state.withLock { $0.topology.serves(slot: slot, address: address) }
+    }
+
+    /// Whether `address`'s link is down (a master of the map that dropped).
+    package func isDown(_ address: Address) -> Bool { state.withLock { $0.topology.down.contains(address) } }
 
     // MARK: Commands
 
-    /// Sends one command to its slot's master and returns the reply, following redirects.
+    /// Sends one command to its slot's master and returns the reply, following
+    /// redirects and waiting out a failover for at most ``RedisConfiguration/failoverWait``.
     package func send(_ command: RedisCommand, timeout: Duration? = nil) async throws -> RedisValue {
-        var target = try await connection(forSlot: command.slot)
+        try await send(command, timeout: timeout, failoverDeadline: failoverDeadline())
+    }
+
+    /// When a command issued now stops waiting out a failover: the wait counts
+    /// from the call, whatever the connection itself waited.
+    private func failoverDeadline() -> ContinuousClock.Instant {
+        ContinuousClock.now + (Self.failoverWait ?? configuration.failoverWait)
+    }
+
+    private func send(_ command: RedisCommand, timeout: Duration?,
+                      failoverDeadline: ContinuousClock.Instant) async throws -> RedisValue {
+        var deadline: ContinuousClock.Instant? = failoverDeadline
+        var target = try await reachableConnection(for: command, deadline: &deadline)
         var asking = false
         var attempt = 0
+        var moved = false
         while true {
             do {
-                if asking {
-                    return try await target.send(batch: [RedisCommand("ASKING"), command])[1].get()
+                let reply = if asking {
+                    try await target.send(batch: [RedisCommand("ASKING"), command])[1].get()
+                } else {
+                    try await target.send(command, timeout: timeout)
                 }
-                return try await target.send(command, timeout: timeout)
+                if command.isShardedPublish, !moved, reply.int == 0, let slot = command.slot {
+                    let answeredBy = Address(host: target.configuration.host, port: target.configuration.port)
+                    return try await publishedToNobody(command, slot: slot, reply: reply, answeredBy: answeredBy)
+                }
+                return reply
             } catch let error as RedisError {
-                attempt += 1
-                guard attempt <= maxRedirects else { throw error }
-                switch Redirect(error) {
+                let redirect = Redirect(error)
+                if redirect != nil {
+                    attempt += 1
+                    guard attempt <= maxRedirects else { throw error }
+                }
+                switch redirect {
                 case .moved(let slot, let address):
-                    state.withLock { $0.slots[slot] = address }
+                    state.withLock { $0.topology.moved(slot: slot, to: address) }
                     scheduleRefresh()
                     target = connection(for: address)
                     asking = false
+                    moved = true
                 case .ask(_, let address):
                     target = connection(for: address)
                     asking = true
                 case nil:
-                    guard Self.neverSent(error) else { throw error }
-                    // The node is unreachable: a failover may be under way. Re-read the map and retry.
-                    await refreshSlots()
-                    try await Task.sleep(for: .milliseconds(100 * attempt))
-                    target = try await connection(forSlot: command.slot)
+                    // Never written, or refused by a cluster without a master for
+                    // the slot: a failover may be under way. Wait for the map.
+                    // Waits are bounded by the failover deadline, not counted as redirects.
+                    guard Self.neverSent(error) || Self.clusterDown(error) else { throw error }
+                    try await waitForChange(of: command, refused: Self.clusterDown(error), deadline: &deadline)
+                    target = try await reachableConnection(for: command, deadline: &deadline)
+                    asking = false
                 }
             }
         }
     }
 
+    /// An `SPUBLISH` that reached nobody. The user may be offline — or the
+    /// node that took it is no longer the slot's master: after a manual
+    /// failover the old master, now a replica, still accepts `SPUBLISH` for
+    /// its master's slots (no `MOVED`) and publishes it to its own
+    /// subscribers only, which have moved. So the map is read again (unless it
+    /// was read in the last 20 ms) and, if another node owns the slot now, the
+    /// message is sent there once. Nobody heard the first try, so nothing is
+    /// duplicated. (A zero from the current master is final: it counts only
+    /// its own subscribers, and a replica's may have had the message.)
+    private func publishedToNobody(_ command: RedisCommand, slot: Int, reply: RedisValue,
+                                   answeredBy: Address) async throws -> RedisValue {
+        if state.withLock({ $0.lastMapRead.map { ContinuousClock.now - $0 >= .milliseconds(20) } ?? true }) {
+            await refreshSlots()
+        }
+        guard case .send(let owner) = state.withLock({ $0.topology.route(slot: slot) }), owner != answeredBy else { return reply }
+        return try await connection(for: owner).send(command)
+    }
+
     /// Sends several commands, one pipelined batch per node, and returns each
-    /// one's outcome in order (a redirected command is re-sent on its own).
+    /// one's outcome in order (a redirected command is re-sent on its own, a
+    /// command for a down shard waits on its own, so the others never wait for it).
     package func send(batch commands: [RedisCommand]) async throws -> [Result<RedisValue, RedisError>] {
         guard !commands.isEmpty else { return [] }
+        let deadline = failoverDeadline()
+        if state.withLock({ $0.topology.maps == 0 }) { await refreshSlots() }
         var groups: [ObjectIdentifier: (connection: RedisConnection, indices: [Int])] = [:]
+        var alone: [Int] = []
         for (index, command) in commands.enumerated() {
-            let connection = try await connection(forSlot: command.slot)
+            guard case .send(let address) = state.withLock({ $0.topology.route(slot: command.slot) }) else {
+                alone.append(index)
+                continue
+            }
+            let connection = connection(for: address)
             groups[ObjectIdentifier(connection), default: (connection, [])].indices.append(index)
         }
         var results = [Result<RedisValue, RedisError>](repeating: .failure(.notConnected), count: commands.count)
-        try await withThrowingTaskGroup(of: [(Int, Result<RedisValue, RedisError>)].self) { tasks in
+        await withTaskGroup(of: [(Int, Result<RedisValue, RedisError>)].self) { tasks in
+            for index in alone {
+                tasks.addTask { [(index, await self.result(of: commands[index], deadline: deadline))] }
+            }
             for (_, group) in groups {
                 tasks.addTask {
                     let replies: [Result<RedisValue, RedisError>]
                     do {
                         replies = try await group.connection.send(batch: group.indices.map { commands[$0] })
                     } catch let error as RedisError {
-                        // The node could not be reached: each command is retried below (map re-read).
+                        // The node could not be reached: each command is retried below.
                         replies = Array(repeating: .failure(error), count: group.indices.count)
+                    } catch {
+                        replies = Array(repeating: .failure(.connectionLost), count: group.indices.count)
                     }
                     var outcome: [(Int, Result<RedisValue, RedisError>)] = []
                     for (position, index) in group.indices.enumerated() {
                         var result = replies[position]
-                        if case .failure(let error) = result, Redirect(error) != nil || Self.neverSent(error) {
-                            do { result = .success(try await self.send(commands[index])) } catch let error as RedisError {
-                                result = .failure(error)
-                            }
+                        if case .failure(let error) = result,
+                           Redirect(error) != nil || Self.neverSent(error) || Self.clusterDown(error) {
+                            result = await self.result(of: commands[index], deadline: deadline)
                         }
                         outcome.append((index, result))
                     }
                     return outcome
                 }
             }
-            for try await outcome in tasks {
+            for await outcome in tasks {
                 for (index, result) in outcome { results[index] = result }
             }
         }
         return results
     }
 
+    private func result(of command: RedisCommand, deadline: ContinuousClock.Instant) async -> Result<RedisValue, RedisError> {
+        do { return .success(try await send(command, timeout: nil, failoverDeadline: deadline)) } catch let error as RedisError {
+            return .failure(error)
+        } catch {
+            return .failure(.connectionLost)
+        }
+    }
+
     /// Writes `command` to its slot's master without waiting (see
     /// ``RedisConnection/post(_:onFailure:)``); a `MOVED` or `ASK` answer
     /// re-posts it to the right node, so a redirected command may arrive after
-    /// later ones.
+    /// later ones. A command for a down shard fails at once with
+    /// ``RedisError/shardUnavailable(slot:)``.
     package func post(_ command: RedisCommand, onFailure: @escaping @Sendable (RedisError) -> Void) {
-        guard let target = knownConnection(forSlot: command.slot) else {
-            scheduleRefresh()
-            return onFailure(.notConnected)
+        switch state.withLock({ $0.topology.route(slot: command.slot) }) {
+        case .send(let address):
+            post(command, to: connection(for: address), redirects: 0, onFailure: onFailure)
+        case .wait(let address):
+            if address == nil { scheduleRefresh() } else { startHealing() }
+            onFailure(.shardUnavailable(slot: command.slot ?? -1))
         }
-        post(command, to: target, redirects: 0, onFailure: onFailure)
     }
 
     private func post(_ command: RedisCommand, to target: RedisConnection, redirects: Int,
@@ -175,7 +275,7 @@ package final class RedisClusterClient: Sendable {
             guard redirects < self.maxRedirects else { return onFailure(error) }
             switch Redirect(error) {
             case .moved(let slot, let address):
-                self.state.withLock { $0.slots[slot] = address }
+                self.state.withLock { $0.topology.moved(slot: slot, to: address) }
                 self.scheduleRefresh()
                 self.post(command, to: self.connection(for: address), redirects: redirects + 1, onFailure: onFailure)
             case .ask(_, let address):
@@ -183,7 +283,10 @@ package final class RedisClusterClient: Sendable {
                 importing.post(RedisCommand("ASKING")) { _ in }
                 self.post(command, to: importing, redirects: redirects + 1, onFailure: onFailure)
             case nil:
-                if Self.neverSent(error) { self.scheduleRefresh() }
+                if Self.neverSent(error) || Self.clusterDown(error) {
+                    self.scheduleRefresh()
+                    return onFailure(.shardUnavailable(slot: command.slot ?? -1))
+                }
                 onFailure(error)
             }
         }
@@ -197,31 +300,149 @@ package final class RedisClusterClient: Sendable {
         }
     }
 
+    /// `CLUSTERDOWN …`: the node has no master for the slot right now.
+    private static func clusterDown(_ error: RedisError) -> Bool {
+        if case .reply(let message) = error { message.hasPrefix("CLUSTERDOWN") } else { false }
+    }
+
+    // MARK: Waiting out a failover
+
+    /// The connection of the reachable master that owns `command`'s slot,
+    /// waiting for one (see ``waitForChange(of:deadline:)``) while there is none.
+    private func reachableConnection(for command: RedisCommand,
+                                     deadline: inout ContinuousClock.Instant?) async throws -> RedisConnection {
+        if state.withLock({ $0.topology.maps == 0 }) { await refreshSlots() }
+        while true {
+            if case .send(let address) = state.withLock({ $0.topology.route(slot: command.slot) }) {
+                return connection(for: address)
+            }
+            try await waitForChange(of: command, deadline: &deadline)
+        }
+    }
+
+    /// Waits until the topology changes, holding `command`'s bytes against
+    /// its shard's wait budget; past the command's deadline (set on its first
+    /// wait) or over the budget it throws ``RedisError/shardUnavailable(slot:)``.
+    /// Returns at once if the shard has a reachable master, unless that master
+    /// `refused` the command (`CLUSTERDOWN`: it serves nothing until the cluster heals).
+    private func waitForChange(of command: RedisCommand, refused: Bool = false,
+                               deadline: inout ContinuousClock.Instant?) async throws {
+        let now = ContinuousClock.now
+        let until = deadline ?? now + (Self.failoverWait ?? configuration.failoverWait)
+        deadline = until
+        let slot = command.slot ?? -1
+        let (route, generation, closed) = state.withLock { state in
+            (state.topology.route(slot: command.slot), state.topology.generation, state.shuttingDown)
+        }
+        if closed { throw RedisError.shutdown }
+        let shard: Address?
+        switch route {
+        case .wait(let address): shard = address
+        case .send(let address):
+            guard refused else { return }  // it has a master again: go
+            shard = address
+        }
+        if shard == nil || refused { scheduleRefresh() } else { startHealing() }
+        let bytes = command.bytes.readableBytes
+        let limit = configuration.failoverWaitBytes
+        guard now < until, state.withLock({ $0.topology.reserve(bytes, for: shard, limit: limit) }) else {
+            throw RedisError.shardUnavailable(slot: slot)
+        }
+        defer { state.withLock { $0.topology.release(bytes, for: shard) } }
+        await waitForTopology(after: generation, until: until)
+        guard ContinuousClock.now >= until else { return }
+        if refused { throw RedisError.shardUnavailable(slot: slot) }
+        if case .wait = state.withLock({ $0.topology.route(slot: command.slot) }) {
+            throw RedisError.shardUnavailable(slot: slot)
+        }
+    }
+
+    /// Returns when the topology's generation passes `generation`, at
+    /// `deadline`, or at shutdown, whichever comes first.
+    private func waitForTopology(after generation: Int, until deadline: ContinuousClock.Instant) async {
+        let ticket = state.withLock { state -> UInt64 in
+            state.nextTicket &+= 1
+            return state.nextTicket
+        }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withCheckedContinuation { continuation in
+                    let now = self.state.withLock { state -> Bool in
+                        guard state.topology.generation == generation, !state.shuttingDown,
+                              ContinuousClock.now < deadline else { return true }
+                        state.changeWaiters[ticket] = continuation
+                        return false
+                    }
+                    if now { continuation.resume() }
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(until: deadline)
+                self.state.withLock { $0.changeWaiters.removeValue(forKey: ticket) }?.resume()
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Applies `change` to the topology and wakes every waiting command if it moved.
+    private func changeTopology(_ change: (inout ClusterTopology) -> Void) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            let before = state.topology.generation
+            change(&state.topology)
+            guard state.topology.generation != before else { return [] }
+            defer { state.changeWaiters = [:] }
+            return Array(state.changeWaiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// A master's link came up or dropped.
+    private func link(_ address: Address, up: Bool) {
+        var marked = false
+        changeTopology { marked = $0.link(address, up: up) && !up }
+        if marked {
+            logger.warning("redis cluster master unreachable; following the failover", metadata: ["master": "\(address)"])
+            startHealing()
+        }
+    }
+
+    /// Re-reads the map every ``healInterval`` until no master of it is down.
+    private func startHealing() {
+        let start = state.withLock { state -> Bool in
+            guard !state.healing, !state.shuttingDown, state.topology.needsHealing else { return false }
+            state.healing = true
+            return true
+        }
+        guard start else { return }
+        Task {
+            while true {
+                _ = await self.readSlots()
+                let more = self.state.withLock { state -> Bool in
+                    let more = state.topology.needsHealing && !state.shuttingDown
+                    if !more { state.healing = false }
+                    return more
+                }
+                guard more else { break }
+                try? await Task.sleep(for: self.healInterval)
+            }
+            self.logger.info("redis cluster: every slot has a reachable master")
+        }
+    }
+
     // MARK: Slot map
 
-    /// The connection of the master that owns `slot` (any master for `nil`),
-    /// reading the map first if it is not known yet.
-    private func connection(forSlot slot: Int?) async throws -> RedisConnection {
-        if let known = knownConnection(forSlot: slot) { return known }
-        await refreshSlots()
-        if let known = knownConnection(forSlot: slot) { return known }
-        throw RedisError.notConnected
-    }
-
-    private func knownConnection(forSlot slot: Int?) -> RedisConnection? {
-        let address: Address? = state.withLock { state in
-            if let slot { return state.slots[slot] }
-            return state.slots.lazy.compactMap { $0 }.first
-        }
-        return address.map(connection(for:))
-    }
-
-    /// The connection to `address`, created (and started) on first use.
+    /// The connection to `address`, created (and started) on first use. Its
+    /// link changes mark the shard down and up.
     private func connection(for address: Address) -> RedisConnection {
         let (connection, isNew) = state.withLock { state -> (RedisConnection, Bool) in
             if let existing = state.connections[address] { return (existing, false) }
-            let connection = RedisConnection(configuration: configuration.node(address),
-                                             eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
+            var node = configuration.node(address)
+            // A master not connected yet (just promoted) holds a command no longer than a failover would.
+            node.disconnectedCommandWait = min(node.disconnectedCommandWait, max(configuration.failoverWait, .milliseconds(100)))
+            node.hooks.linkChanged = { [weak self] up in self?.link(address, up: up) }
+            let connection = RedisConnection(configuration: node, eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+                                             logger: logger)
             state.connections[address] = connection
             return (connection, true)
         }
@@ -234,7 +455,7 @@ package final class RedisClusterClient: Sendable {
         Task { await self.refreshSlots() }
     }
 
-    /// Reads `CLUSTER SLOTS` from a known master, else a seed; concurrent
+    /// Reads `CLUSTER SLOTS` from a reachable master, else a seed; concurrent
     /// callers share one read. Keeps trying (with backoff) until one answers
     /// or the client shuts down.
     package func refreshSlots() async {
@@ -269,21 +490,24 @@ package final class RedisClusterClient: Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
+    /// One pass over the reachable masters, then the seeds, until one answers
+    /// `CLUSTER SLOTS`; applies the map. Masters whose link is down are skipped.
     private func readSlots() async -> Bool {
-        let known = state.withLock { state in Array(Set(state.slots.compactMap { $0 })) }
-        for address in known + configuration.clusterSeeds {
-            guard let reply = try? await connection(for: address).send(RedisCommand("CLUSTER", "SLOTS"), timeout: .seconds(2)),
-                  let (slots, replicas) = Self.slotMap(from: reply, answeredBy: address) else { continue }
-            let masters = Set(slots.compactMap { $0 })
-            let stale = state.withLock { state -> [RedisConnection] in
-                state.slots = slots
-                state.replicas = replicas
-                state.refreshes += 1
+        let (known, down) = state.withLock { state in (Array(state.topology.masters), state.topology.down) }
+        var candidates = known.filter { !down.contains($0) }
+        candidates += configuration.clusterSeeds.filter { !down.contains($0) && !candidates.contains($0) }
+        for address in candidates {
+            guard let reply = try? await connection(for: address).send(RedisCommand("CLUSTER", "SLOTS"), timeout: .seconds(1)),
+                  let map = Self.slotMap(from: reply, answeredBy: address) else { continue }
+            changeTopology { $0.apply(map) }
+            state.withLock { $0.lastMapRead = .now }
+            let stale = state.withLock { state in
+                let masters = state.topology.masters
                 let gone = state.connections.keys.filter { !masters.contains($0) && !configuration.clusterSeeds.contains($0) }
                 return gone.compactMap { state.connections.removeValue(forKey: $0) }
             }
             for connection in stale { await connection.shutdown() }
-            logger.debug("redis cluster slot map read", metadata: ["masters": "\(masters.count)"])
+            logger.debug("redis cluster slot map read", metadata: ["masters": "\(map.replicasOf.count)"])
             return true
         }
         return false
@@ -291,28 +515,30 @@ package final class RedisClusterClient: Sendable {
 }
 
 extension RedisClusterClient {
-    /// The slot map in a `CLUSTER SLOTS` reply: each slot's master and how
-    /// many replicas it lists. Ranges that make no sense (negative, reversed,
-    /// past slot 16,383, a port out of range) are skipped; `nil` when nothing usable is left.
-    package static func slotMap(from reply: RedisValue, answeredBy address: Address)
-        -> (slots: [Address?], replicas: [UInt8])?
-    {
+    /// The slot map in a `CLUSTER SLOTS` reply: each slot's master, how many
+    /// replicas it lists, and which. Ranges that make no sense (negative,
+    /// reversed, past slot 16,383, a port out of range) are skipped; `nil` when
+    /// nothing usable is left.
+    package static func slotMap(from reply: RedisValue, answeredBy address: Address) -> ClusterTopology.SlotMap? {
         guard let ranges = reply.array, !ranges.isEmpty else { return nil }
-        var slots = [Address?](repeating: nil, count: RedisClusterSlot.count)
-        var replicas = [UInt8](repeating: 0, count: RedisClusterSlot.count)
+        var map = ClusterTopology.SlotMap()
         var any = false
+        func node(_ value: RedisValue) -> Address? {
+            guard let fields = value.array, fields.count >= 2, let port = fields[1].int, (1...65_535).contains(port) else { return nil }
+            return Address(host: fields[0].string.flatMap { $0.isEmpty ? nil : $0 } ?? address.host, port: port)
+        }
         for range in ranges {
             guard let fields = range.array, fields.count >= 3, let start = fields[0].int, let end = fields[1].int,
-                  let master = fields[2].array, master.count >= 2, let port = master[1].int,
-                  start >= 0, start <= end, end < RedisClusterSlot.count, (1...65_535).contains(port) else { continue }
-            let host = master[0].string.flatMap { $0.isEmpty ? nil : $0 } ?? address.host
+                  start >= 0, start <= end, end < RedisClusterSlot.count, let master = node(fields[2]) else { continue }
+            let replicas = fields.dropFirst(3).compactMap(node)
             for slot in start...end {
-                slots[slot] = Address(host: host, port: port)
-                replicas[slot] = UInt8(min(fields.count - 3, 255))
+                map.slots[slot] = master
+                map.replicas[slot] = UInt8(min(fields.count - 3, 255))
             }
+            map.replicasOf[master, default: []].formUnion(replicas)
             any = true
         }
-        return any ? (slots, replicas) : nil
+        return any ? map : nil
     }
 }
 

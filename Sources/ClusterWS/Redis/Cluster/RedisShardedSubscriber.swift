@@ -178,6 +178,8 @@ package final class RedisShardedSubscriber: Sendable {
     }
 
     /// Redis dropped `channel` on `address` (its slot moved, or we unsubscribed it).
+    ///
+    /// The watcher subscribes it again (see ``reconcile()``).
     private func dropped(_ channel: String, by address: Address) {
         let wanted = state.withLock { $0.sharded[channel] == address }
         guard wanted else { return }
@@ -189,45 +191,73 @@ package final class RedisShardedSubscriber: Sendable {
 
     // MARK: Watching
 
-    /// Every 500 ms, or within 50 ms when a channel was dropped: if a
-    /// connection is down or a channel lost its shard, re-read the slot map
-    /// and move every channel whose owner changed.
+    /// Every 500 ms, every 100 ms while a shard is down, and within 10 ms of
+    /// a dropped channel or a change of the client's topology (a master down,
+    /// a new map): if a connection is down or a channel lost its shard,
+    /// re-read the slot map and move every channel whose owner changed.
     private func watch() async {
         var tick = 0
+        var seen = cluster.topologyGeneration
+        var unhealthy = false
         while !state.withLock({ $0.shuttingDown }) {
-            try? await Task.sleep(for: .milliseconds(50))
+            try? await Task.sleep(for: .milliseconds(10))
             tick += 1
-            if wakeRequested.exchange(false, ordering: .relaxed) || tick % 10 == 0 { await reconcile() }
+            let generation = cluster.topologyGeneration
+            let changed = generation != seen
+            seen = generation
+            if wakeRequested.exchange(false, ordering: .relaxed) || changed || tick % 50 == 0 || (unhealthy && tick % 10 == 0) {
+                unhealthy = await reconcile()
+            }
         }
     }
 
-    private func reconcile() async {
+    /// Returns whether something was still unhealthy (a shard down, a channel unplaced).
+    @discardableResult
+    private func reconcile() async -> Bool {
         let (shards, classic) = state.withLock { ($0.shards, $0.classicSubscriber) }
         var unhealthy = false
         for (_, shard) in shards where await shard.link.channel == nil { unhealthy = true }
         if let (_, subscriber) = classic, await subscriber.link.channel == nil { unhealthy = true }
         let orphans = await unplaced()
         // The client's map may already know of a move (a publisher followed MOVED).
+        // A channel on a replica of its slot's master is where it should be.
         let stale = state.withLock { $0.sharded }.contains { channel, address in
-            cluster.owner(ofSlot: RedisClusterSlot.of(channel)) != address
+            !cluster.serves(slot: RedisClusterSlot.of(channel), address: address)
         }
-        guard unhealthy || stale || !orphans.isEmpty else { return }
+        guard unhealthy || stale || !orphans.isEmpty else { return false }
         await cluster.refreshSlots()
         // Channels whose owner changed (or that Redis dropped) go to their current owner.
         var moving: [(String, Address)] = []
+        var again: [Address: [String]] = [:]
         for (channel, address) in state.withLock({ $0.sharded }) {
-            let owner = cluster.owner(ofSlot: RedisClusterSlot.of(channel))
-            if owner != address || orphans.contains(channel) { moving.append((channel, address)) }
+            let placed = cluster.serves(slot: RedisClusterSlot.of(channel), address: address)
+            // A channel whose shard connection is down waits for the map to name another
+            // node (a dead master's replica promoted) or for the connection to come back.
+            let down = await state.withLock({ $0.shards[address] })?.link.channel == nil
+            if !placed {
+                moving.append((channel, address))
+            } else if orphans.contains(channel), !down {
+                again[address, default: []].append(channel)
+            }
+        }
+        // A master demoted by a (manual) failover drops its shard channels but,
+        // as a replica of the new master, still serves them (Redis delivers a
+        // shard's messages on its replicas too): subscribing there again takes
+        // one round trip and moves nothing. A refusal leaves them unplaced for the next round.
+        for (address, channels) in again {
+            guard let shard = state.withLock({ $0.shards[address] }) else { continue }
+            do { try await shard.subscribe(channels) } catch { await shard.forget(channels) }
         }
         for (channel, old) in moving {
+            // No longer wanted there first, so Redis's confirmation is not taken for a drop.
+            state.withLock { _ = $0.sharded.removeValue(forKey: channel) }
             if let shard = state.withLock({ $0.shards[old] }) {
-                if await shard.link.channel != nil, cluster.owner(ofSlot: RedisClusterSlot.of(channel)) != old {
+                if await shard.link.channel != nil, !cluster.serves(slot: RedisClusterSlot.of(channel), address: old) {
                     try? await shard.unsubscribe([channel])
                 } else {
                     await shard.forget([channel])
                 }
             }
-            state.withLock { _ = $0.sharded.removeValue(forKey: channel) }
         }
         if !moving.isEmpty {
             moves.add(moving.count, ordering: .relaxed)
@@ -247,6 +277,7 @@ package final class RedisShardedSubscriber: Sendable {
             return gone.compactMap { state.shards.removeValue(forKey: $0) }
         }
         for subscriber in idle { await subscriber.shutdown() }
+        return unhealthy
     }
 
     /// Wanted channels that their shard no longer has (Redis dropped them).
