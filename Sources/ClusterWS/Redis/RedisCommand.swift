@@ -28,9 +28,6 @@ package struct RedisCommand: Sendable {
     /// The Redis Cluster hash slot of the command's key, or `nil` for a
     /// command without one (it may go to any node). See ``RedisClusterSlot``.
     package private(set) var slot: Int?
-    /// Whether this is `SPUBLISH`: a cluster client re-sends one that followed
-    /// a slot move and reached nobody, since the subscribers may be moving too.
-    package let isShardedPublish: Bool
 
     private static let allocator = ByteBufferAllocator()
 
@@ -62,7 +59,6 @@ package struct RedisCommand: Sendable {
         }
         self.bytes = buffer
         self.replyCount = replyCount
-        self.isShardedPublish = name == "SPUBLISH"
         self.slot = Self.routingKey(name, arguments).map { RedisClusterSlot.of($0) }
     }
 

@@ -76,18 +76,12 @@ struct ClusterTopologyTests {
         #expect(topology.generation > generation)
     }
 
-    @Test func aShardIsServedByItsMasterAndItsReplicas() {
+    @Test func theMapKeepsEachMastersReplicas() {
         var topology = ClusterTopology()
         topology.apply(map(a, b, replicaOfFirst: c))
-        #expect(topology.serves(slot: 5, address: a))
-        #expect(topology.serves(slot: 5, address: c))  // a replica of a
-        #expect(!topology.serves(slot: 5, address: b))
-        #expect(!topology.serves(slot: 9_000, address: c))
-        // A manual failover: c is master, a its replica. Both still serve slot 5.
-        var swapped = map(c, b, replicaOfFirst: a)
-        swapped.replicas = Array(repeating: 1, count: RedisClusterSlot.count)
-        topology.apply(swapped)
-        #expect(topology.serves(slot: 5, address: a) && topology.serves(slot: 5, address: c))
+        #expect(topology.replicasOf[a] == [c])
+        #expect(topology.replicasOf[b] == [])
+        #expect(topology.masters == [a, b])
     }
 
     @Test func bytesWaitingForAShardAreBounded() {

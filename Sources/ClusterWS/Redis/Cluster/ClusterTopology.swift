@@ -20,7 +20,8 @@ package struct ClusterTopology {
     private(set) var slots: [Address?] = Array(repeating: nil, count: RedisClusterSlot.count)
     /// Replicas listed for each slot's master in the last map.
     private(set) var replicas: [UInt8] = Array(repeating: 0, count: RedisClusterSlot.count)
-    private var replicasOf: [Address: Set<Address>] = [:]
+    /// Each master's replicas, as the last map listed them.
+    private(set) var replicasOf: [Address: Set<Address>] = [:]
     /// Masters of the map whose link was up and dropped, until it is up again
     /// or the map no longer lists them.
     private(set) var down: Set<Address> = []
@@ -63,12 +64,6 @@ package struct ClusterTopology {
         let before = down.count
         down.formIntersection(newSlots.compactMap { $0 })
         if down.count != before { generation &+= 1 }
-    }
-
-    /// Whether `address` is `slot`'s master or one of its replicas.
-    func serves(slot: Int, address: Address) -> Bool {
-        guard let owner = slots[slot] else { return false }
-        return owner == address || replicasOf[owner]?.contains(address) == true
     }
 
     /// The masters of the current map.

@@ -37,8 +37,6 @@ package final class RedisClusterClient: Sendable {
         var refreshWaiters: [CheckedContinuation<Void, Never>] = []
         var healing = false
         var shuttingDown = false
-        /// When the last slot map was read.
-        var lastMapRead: ContinuousClock.Instant?
         /// Commands waiting for the topology to change, by ticket.
         var changeWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
         var nextTicket: UInt64 = 0
@@ -105,12 +103,6 @@ package final class RedisClusterClient: Sendable {
     /// Masters of the map whose link is down right now.
     package var mastersDown: Int { state.withLock { $0.topology.down.count } }
 
-    /// Whether `address` serves `slot`'s sharded channels: its master, or a
-    /// replica of it (Redis delivers a shard's messages on its replicas too).
-    package func serves(slot: Int, address: Address) -> Bool {
-        state.withLock { $0.topology.serves(slot: slot, address: address) }
-    }
-
     /// Whether `address`'s link is down (a master of the map that dropped).
     package func isDown(_ address: Address) -> Bool { state.withLock { $0.topology.down.contains(address) } }
 
@@ -134,19 +126,12 @@ package final class RedisClusterClient: Sendable {
         var target = try await reachableConnection(for: command, deadline: &deadline)
         var asking = false
         var attempt = 0
-        var moved = false
         while true {
             do {
-                let reply = if asking {
-                    try await target.send(batch: [RedisCommand("ASKING"), command])[1].get()
-                } else {
-                    try await target.send(command, timeout: timeout)
+                if asking {
+                    return try await target.send(batch: [RedisCommand("ASKING"), command])[1].get()
                 }
-                if command.isShardedPublish, !moved, reply.int == 0, let slot = command.slot {
-                    let answeredBy = Address(host: target.configuration.host, port: target.configuration.port)
-                    return try await publishedToNobody(command, slot: slot, reply: reply, answeredBy: answeredBy)
-                }
-                return reply
+                return try await target.send(command, timeout: timeout)
             } catch let error as RedisError {
                 let redirect = Redirect(error)
                 if redirect != nil {
@@ -159,7 +144,6 @@ package final class RedisClusterClient: Sendable {
                     scheduleRefresh()
                     target = connection(for: address)
                     asking = false
-                    moved = true
                 case .ask(_, let address):
                     target = connection(for: address)
                     asking = true
@@ -174,24 +158,6 @@ package final class RedisClusterClient: Sendable {
                 }
             }
         }
-    }
-
-    /// An `SPUBLISH` that reached nobody. The user may be offline — or the
-    /// node that took it is no longer the slot's master: after a manual
-    /// failover the old master, now a replica, still accepts `SPUBLISH` for
-    /// its master's slots (no `MOVED`) and publishes it to its own
-    /// subscribers only, which have moved. So the map is read again (unless it
-    /// was read in the last 20 ms) and, if another node owns the slot now, the
-    /// message is sent there once. Nobody heard the first try, so nothing is
-    /// duplicated. (A zero from the current master is final: it counts only
-    /// its own subscribers, and a replica's may have had the message.)
-    private func publishedToNobody(_ command: RedisCommand, slot: Int, reply: RedisValue,
-                                   answeredBy: Address) async throws -> RedisValue {
-        if state.withLock({ $0.lastMapRead.map { ContinuousClock.now - $0 >= .milliseconds(20) } ?? true }) {
-            await refreshSlots()
-        }
-        guard case .send(let owner) = state.withLock({ $0.topology.route(slot: slot) }), owner != answeredBy else { return reply }
-        return try await connection(for: owner).send(command)
     }
 
     /// Sends several commands, one pipelined batch per node, and returns each
@@ -500,7 +466,6 @@ package final class RedisClusterClient: Sendable {
             guard let reply = try? await connection(for: address).send(RedisCommand("CLUSTER", "SLOTS"), timeout: .seconds(1)),
                   let map = Self.slotMap(from: reply, answeredBy: address) else { continue }
             changeTopology { $0.apply(map) }
-            state.withLock { $0.lastMapRead = .now }
             let stale = state.withLock { state in
                 let masters = state.topology.masters
                 let gone = state.connections.keys.filter { !masters.contains($0) && !configuration.clusterSeeds.contains($0) }

@@ -220,9 +220,8 @@ package final class RedisShardedSubscriber: Sendable {
         if let (_, subscriber) = classic, await subscriber.link.channel == nil { unhealthy = true }
         let orphans = await unplaced()
         // The client's map may already know of a move (a publisher followed MOVED).
-        // A channel on a replica of its slot's master is where it should be.
         let stale = state.withLock { $0.sharded }.contains { channel, address in
-            !cluster.serves(slot: RedisClusterSlot.of(channel), address: address)
+            cluster.owner(ofSlot: RedisClusterSlot.of(channel)) != address
         }
         guard unhealthy || stale || !orphans.isEmpty else { return false }
         await cluster.refreshSlots()
@@ -230,7 +229,9 @@ package final class RedisShardedSubscriber: Sendable {
         var moving: [(String, Address)] = []
         var again: [Address: [String]] = [:]
         for (channel, address) in state.withLock({ $0.sharded }) {
-            let placed = cluster.serves(slot: RedisClusterSlot.of(channel), address: address)
+            // On the slot's master: its SPUBLISH count is this node's (a replica's
+            // subscribers get the message too, but `send` would report 0 nodes).
+            let placed = cluster.owner(ofSlot: RedisClusterSlot.of(channel)) == address
             // A channel whose shard connection is down waits for the map to name another
             // node (a dead master's replica promoted) or for the connection to come back.
             let down = await state.withLock({ $0.shards[address] })?.link.channel == nil
@@ -240,23 +241,27 @@ package final class RedisShardedSubscriber: Sendable {
                 again[address, default: []].append(channel)
             }
         }
-        // A master demoted by a (manual) failover drops its shard channels but,
-        // as a replica of the new master, still serves them (Redis delivers a
-        // shard's messages on its replicas too): subscribing there again takes
-        // one round trip and moves nothing. A refusal leaves them unplaced for the next round.
+        // Dropped by a node the map still names as the owner (the map may be a
+        // moment behind a manual failover: the demoted master still serves the
+        // shard as a replica): subscribed there again at once, one round trip;
+        // the next round moves them if the map says so. A refusal leaves them unplaced.
         for (address, channels) in again {
             guard let shard = state.withLock({ $0.shards[address] }) else { continue }
             do { try await shard.subscribe(channels) } catch { await shard.forget(channels) }
         }
+        // No longer wanted on the old node first (so Redis's confirmation is not
+        // taken for a drop), all at once per node, then placed: the gap is two round trips.
+        var leaving: [Address: [String]] = [:]
         for (channel, old) in moving {
-            // No longer wanted there first, so Redis's confirmation is not taken for a drop.
             state.withLock { _ = $0.sharded.removeValue(forKey: channel) }
-            if let shard = state.withLock({ $0.shards[old] }) {
-                if await shard.link.channel != nil, !cluster.serves(slot: RedisClusterSlot.of(channel), address: old) {
-                    try? await shard.unsubscribe([channel])
-                } else {
-                    await shard.forget([channel])
-                }
+            leaving[old, default: []].append(channel)
+        }
+        for (old, channels) in leaving {
+            guard let shard = state.withLock({ $0.shards[old] }) else { continue }
+            if await shard.link.channel != nil {
+                try? await shard.unsubscribe(channels)
+            } else {
+                await shard.forget(channels)
             }
         }
         if !moving.isEmpty {
