@@ -103,9 +103,6 @@ package final class RedisClusterClient: Sendable {
     /// Masters of the map whose link is down right now.
     package var mastersDown: Int { state.withLock { $0.topology.down.count } }
 
-    /// Whether `address`'s link is down (a master of the map that dropped).
-    package func isDown(_ address: Address) -> Bool { state.withLock { $0.topology.down.contains(address) } }
-
     // MARK: Commands
 
     /// Sends one command to its slot's master and returns the reply, following
@@ -277,10 +274,14 @@ package final class RedisClusterClient: Sendable {
     /// waiting for one (see ``waitForChange(of:deadline:)``) while there is none.
     private func reachableConnection(for command: RedisCommand,
                                      deadline: inout ContinuousClock.Instant?) async throws -> RedisConnection {
-        if state.withLock({ $0.topology.maps == 0 }) { await refreshSlots() }
+        var first = true
         while true {
-            if case .send(let address) = state.withLock({ $0.topology.route(slot: command.slot) }) {
-                return connection(for: address)
+            let (route, unread) = state.withLock { ($0.topology.route(slot: command.slot), $0.topology.maps == 0) }
+            if case .send(let address) = route { return connection(for: address) }
+            if first, unread {  // the map was never read: read it before waiting for a change
+                first = false
+                await refreshSlots()
+                continue
             }
             try await waitForChange(of: command, deadline: &deadline)
         }
@@ -365,6 +366,7 @@ package final class RedisClusterClient: Sendable {
 
     /// A master's link came up or dropped.
     private func link(_ address: Address, up: Bool) {
+        guard !state.withLock({ $0.shuttingDown }) else { return }  // our own connections closing
         var marked = false
         changeTopology { marked = $0.link(address, up: up) && !up }
         if marked {
