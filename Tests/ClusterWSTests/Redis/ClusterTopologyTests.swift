@@ -10,11 +10,10 @@ struct ClusterTopologyTests {
     let b = Address(host: "127.0.0.1", port: 7002)
     let c = Address(host: "127.0.0.1", port: 7003)
 
-    /// Slots 0…8191 on `first`, the rest on `second`, each with `replicas` replicas (`replicaOfFirst` for the first).
-    func map(_ first: Address, _ second: Address, replicas: UInt8 = 1, replicaOfFirst: Address? = nil) -> ClusterTopology.SlotMap {
+    /// Slots 0…8191 on `first` (with `replicaOfFirst` as its replica), the rest on `second`.
+    func map(_ first: Address, _ second: Address, replicaOfFirst: Address? = nil) -> ClusterTopology.SlotMap {
         var map = ClusterTopology.SlotMap()
         map.slots = (0..<RedisClusterSlot.count).map { $0 < 8_192 ? first : second }
-        map.replicas = Array(repeating: replicas, count: RedisClusterSlot.count)
         map.replicasOf = [first: replicaOfFirst.map { [$0] } ?? [], second: []]
         return map
     }
@@ -46,7 +45,7 @@ struct ClusterTopologyTests {
         #expect(topology.route(slot: 5) == .wait(a))
         // The replica c took over: a is out of the map, so no longer down.
         let generation = topology.generation
-        topology.apply(map(c, b, replicas: 0))
+        topology.apply(map(c, b))
         #expect(topology.generation > generation)
         #expect(topology.route(slot: 5) == .send(c))
         #expect(!topology.needsHealing)

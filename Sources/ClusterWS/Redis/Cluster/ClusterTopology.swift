@@ -9,8 +9,6 @@ package struct ClusterTopology {
     package struct SlotMap: Sendable, Equatable {
         /// Each slot's master.
         package var slots: [Address?] = Array(repeating: nil, count: RedisClusterSlot.count)
-        /// How many replicas each slot's master has.
-        package var replicas: [UInt8] = Array(repeating: 0, count: RedisClusterSlot.count)
         /// Each master's replicas.
         package var replicasOf: [Address: Set<Address>] = [:]
 
@@ -18,8 +16,6 @@ package struct ClusterTopology {
     }
 
     private(set) var slots: [Address?] = Array(repeating: nil, count: RedisClusterSlot.count)
-    /// Replicas listed for each slot's master in the last map.
-    private(set) var replicas: [UInt8] = Array(repeating: 0, count: RedisClusterSlot.count)
     /// Each master's replicas, as the last map listed them.
     private(set) var replicasOf: [Address: Set<Address>] = [:]
     /// Masters of the map whose link was up and dropped, until it is up again
@@ -56,14 +52,18 @@ package struct ClusterTopology {
     /// A fresh `CLUSTER SLOTS` map. Masters that left it are no longer down.
     mutating func apply(_ map: SlotMap) {
         maps += 1
-        if map.slots != slots || map.replicas != replicas || map.replicasOf != replicasOf { generation &+= 1 }
+        if map.slots != slots || map.replicasOf != replicasOf { generation &+= 1 }
         slots = map.slots
-        replicas = map.replicas
         replicasOf = map.replicasOf
         let newSlots = map.slots
         let before = down.count
         down.formIntersection(newSlots.compactMap { $0 })
         if down.count != before { generation &+= 1 }
+    }
+
+    /// How many replicas the map lists for `slot`'s master.
+    func replicaCount(ofSlot slot: Int) -> Int {
+        slots[slot].flatMap { replicasOf[$0]?.count } ?? 0
     }
 
     /// The masters of the current map.

@@ -95,7 +95,7 @@ package final class RedisClusterClient: Sendable {
 
     /// How many replicas the map lists for `slot`'s master (0 right after a
     /// failover, until the old master comes back as a replica).
-    package func replicaCount(ofSlot slot: Int) -> Int { state.withLock { Int($0.topology.replicas[slot]) } }
+    package func replicaCount(ofSlot slot: Int) -> Int { state.withLock { $0.topology.replicaCount(ofSlot: slot) } }
 
     /// The master that owns `slot` in the current map.
     package func owner(ofSlot slot: Int) -> Address? { state.withLock { $0.topology.slots[slot] } }
@@ -498,10 +498,7 @@ extension RedisClusterClient {
             guard let fields = range.array, fields.count >= 3, let start = fields[0].int, let end = fields[1].int,
                   start >= 0, start <= end, end < RedisClusterSlot.count, let master = node(fields[2]) else { continue }
             let replicas = fields.dropFirst(3).compactMap(node)
-            for slot in start...end {
-                map.slots[slot] = master
-                map.replicas[slot] = UInt8(min(fields.count - 3, 255))
-            }
+            for slot in start...end { map.slots[slot] = master }
             map.replicasOf[master, default: []].formUnion(replicas)
             any = true
         }
