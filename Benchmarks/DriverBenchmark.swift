@@ -41,10 +41,12 @@ struct DriverBenchmark: AsyncParsableCommand {
         bootstrapQuietLogging()
         var table = ResultTable(
             title: "Cross-node unicast\(redisCluster ? " on a Redis Cluster (3+3)" : ""), \(receivers) receivers on node b, sends from node a (\(messages) msgs loaded, \(senders) senders)",
-            columns: ["driver", "guarantee", "loaded msgs/s", "loaded p50 ms", "loaded p99 ms", "light p50 ms", "light p99 ms", "received"])
-        var runs: [(ClusterConfiguration.Driver, Int)] = [(.pubSub, 0)]
-        for acks in redisCluster ? replicaAcks.split(separator: ",").compactMap({ Int($0) }) : [0] { runs.append((.queue, acks)) }
-        for (driver, acks) in runs {
+            columns: ["driver", "guarantee", "loaded msgs/s", "loaded p50 ms", "loaded p99 ms", "light p50 ms", "light p99 ms", "received", "copies dropped"])
+        // On a cluster, pub/sub runs with and without standby subscriptions (each message twice, or once).
+        var runs: [(driver: ClusterConfiguration.Driver, acks: Int, standby: Bool)] = [(.pubSub, 0, true)]
+        if redisCluster { runs.append((.pubSub, 0, false)) }
+        for acks in redisCluster ? replicaAcks.split(separator: ",").compactMap({ Int($0) }) : [0] { runs.append((.queue, acks, true)) }
+        for (driver, acks, standby) in runs {
             let url: String
             var single: RedisServerProcess?
             var cluster: RedisClusterProcess?
@@ -62,16 +64,18 @@ struct DriverBenchmark: AsyncParsableCommand {
                 cluster?.terminate()
             }
             progress("\(driver): starting two nodes")
-            let result = try await measure(driver, replicaAcks: acks, redisURL: url)
-            let name = driver == .queue && redisCluster ? "queue, replicaAcks \(acks)" : "\(driver)"
+            let result = try await measure(driver, replicaAcks: acks, standby: standby, redisURL: url)
+            let name = !redisCluster ? "\(driver)"
+                : driver == .queue ? "queue, replicaAcks \(acks)" : "pubSub, standby \(standby ? "on" : "off")"
             table.add(name, driver == .queue ? "at-least-once" : "at-most-once", result.rate.grouped,
                       result.loaded.p50.fixed(2), result.loaded.p99.fixed(2), result.light.p50.fixed(2), result.light.p99.fixed(2),
-                      "\(result.received)/\(messages + lightMessages)")
+                      "\(result.received)/\(messages + lightMessages)", "\(result.copiesDropped)")
         }
         table.notes = [
             "loaded: \(senders) tasks on node a each await sender.send(uid:) in turn, uids round-robin; msgs/s from the first send",
             "until the last frame is parsed by its client. light: one sender, one message at a time.",
             "Latency: from the send call to the frame parsed by the receiving client (same process, monotonic clock).",
+            "copies dropped: second copies node b's router dropped by id (standby subscriptions: each message arrives twice).",
             "Both nodes, Redis and the clients share this 2-core machine.",
         ]
         print(json ? table.json() : table.render())
@@ -79,8 +83,8 @@ struct DriverBenchmark: AsyncParsableCommand {
 
     struct Percentiles { var p50: Double; var p99: Double }
 
-    private func measure(_ driver: ClusterConfiguration.Driver, replicaAcks: Int, redisURL: String)
-        async throws -> (rate: Double, loaded: Percentiles, light: Percentiles, received: Int)
+    private func measure(_ driver: ClusterConfiguration.Driver, replicaAcks: Int, standby: Bool, redisURL: String)
+        async throws -> (rate: Double, loaded: Percentiles, light: Percentiles, received: Int, copiesDropped: Int)
     {
         func node(_ id: String) throws -> ClusterNode {
             var configuration = ClusterConfiguration(redisURL: .init(redisURL), serverID: id, namespace: "bench",
@@ -88,6 +92,7 @@ struct DriverBenchmark: AsyncParsableCommand {
             configuration.driver = driver
             configuration.queue.concurrency = 256
             configuration.queue.replicaAcks = replicaAcks
+            configuration.failover.standbySubscriptions = standby
             var logger = Logger(label: "bench.node")
             logger.logLevel = .error
             let node = try ClusterNode(configuration: configuration, logger: logger)
@@ -142,7 +147,7 @@ struct DriverBenchmark: AsyncParsableCommand {
             }
             let light = latencies.percentiles()
             for client in clients { client.close(promise: nil) }
-            return (rate, loaded, light, receivedLoaded + latencies.count)
+            return (rate, loaded, light, receivedLoaded + latencies.count, b.statistics.duplicatesDropped)
         }
     }
 }

@@ -1,3 +1,4 @@
+import EmbeddedRedis
 import Foundation
 
 /// Line-based commands between the benchmark driver and its child processes
@@ -26,14 +27,12 @@ final class ChildProcess: @unchecked Sendable {
         iterator = stream.makeAsyncIterator()
         let handle = output.fileHandleForReading
         Thread {
-            var pending = Data()
-            while true {
-                let data = handle.availableData
-                if data.isEmpty { break }
-                pending.append(data)
+            var pending: [UInt8] = []
+            PipeReader.forEachChunk(of: handle) { chunk in
+                pending.append(contentsOf: chunk)
                 while let newline = pending.firstIndex(of: 10) {
-                    continuation.yield(String(decoding: pending[pending.startIndex..<newline], as: UTF8.self))
-                    pending.removeSubrange(pending.startIndex...newline)
+                    continuation.yield(String(decoding: pending[..<newline], as: UTF8.self))
+                    pending.removeSubrange(...newline)
                 }
             }
             continuation.finish()

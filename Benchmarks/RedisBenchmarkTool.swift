@@ -1,4 +1,5 @@
 import ClusterWS
+import EmbeddedRedis
 import Foundation
 
 /// Runs Debian's `redis-benchmark` against the same server, as the baseline.
@@ -39,7 +40,7 @@ enum RedisBenchmarkTool {
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
         try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
+        let data = PipeReader.readToEnd(output.fileHandleForReading)
         process.waitUntilExit()
         // CSV: "test","rps","avg_latency_ms",...
         let text = String(decoding: data, as: UTF8.self)

@@ -17,9 +17,12 @@ def short(text):
     return struct.pack(">H", len(data)) + data
 
 
-def envelope(kind, opcode, fields, payload=b"hi", origin="node-a", epoch=0x1122334455667788):
-    return (b"CW" + bytes([1, kind, opcode]) + short(origin) + struct.pack(">Q", epoch)
-            + fields + struct.pack(">I", len(payload)) + payload)
+def envelope(kind, opcode, fields, payload=b"hi", origin="node-a", epoch=0x1122334455667788, sequence=None):
+    """Version 1 without a sequence, version 2 with one."""
+    head = bytes([1 if sequence is None else 2, kind, opcode]) + short(origin) + struct.pack(">Q", epoch)
+    if sequence is not None:
+        head += struct.pack(">Q", sequence)
+    return b"CW" + head + fields + struct.pack(">I", len(payload)) + payload
 
 
 def envelopes():
@@ -30,6 +33,9 @@ def envelopes():
     yield envelope(5, 2, struct.pack(">I", 3) + short("a") + short("bé") + short(""))
     yield envelope(2, 1, short("x"))[:-1]  # truncated
     yield b"CW\x01\x05\x01" + short("n") + b"\0" * 8 + b"\xff\xff\xff\xff"  # lying count
+    yield envelope(2, 1, short("alice"), sequence=42)
+    yield envelope(4, 2, struct.pack(">I", 0), sequence=2**64 - 1)
+    yield envelope(2, 1, short("alice"), sequence=7)[:20]  # cut inside the sequence
 
 
 def mask(payload, key=b"\x37\xfa\x21\x3d"):

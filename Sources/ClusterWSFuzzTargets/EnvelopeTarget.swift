@@ -2,12 +2,14 @@ import ClusterWS
 import NIOCore
 
 extension FuzzTarget {
-    /// Whatever decodes re-encodes to the same bytes and decodes to the same value.
+    /// Whatever decodes re-encodes to the same bytes (the current version;
+    /// version 1 re-encodes as the current one) and decodes to the same value.
     static func envelope(_ bytes: UnsafeRawBufferPointer) {
         let buffer = ByteBuffer(bytes: bytes)
         guard let envelope = try? Envelope(decoding: buffer) else { return }
         guard let again = try? envelope.encoded() else { finding("a decoded envelope does not encode") }
-        guard again == buffer else { finding("re-encoding changed the bytes") }
+        let current = buffer.getInteger(at: buffer.readerIndex + 2, as: UInt8.self) != 1
+        guard !current || again == buffer else { finding("re-encoding changed the bytes") }
         guard (try? Envelope(decoding: again)) == envelope else { finding("round trip changed the envelope") }
     }
 

@@ -112,7 +112,7 @@ public final class RedisClusterProcess: @unchecked Sendable {
         return try await withCheckedThrowingContinuation { continuation in
             do { try process.run() } catch { return continuation.resume(throwing: error) }
             Thread {
-                let data = output.fileHandleForReading.readDataToEndOfFile()
+                let data = PipeReader.readToEnd(output.fileHandleForReading)
                 process.waitUntilExit()
                 let text = String(decoding: data, as: UTF8.self)
                 if process.terminationStatus == 0 {

@@ -145,13 +145,14 @@ public final class RedisServerProcess: @unchecked Sendable {
             // (no readabilityHandler: its dispatch source can race with the pipe's close).
             let handle = pipe.fileHandleForReading
             Thread { [weak self] in
-                while true {
-                    let data = handle.availableData
-                    if data.isEmpty { break }
-                    let text = String(decoding: data, as: UTF8.self)
+                PipeReader.forEachChunk(of: handle) { chunk in
+                    let text = String(decoding: chunk, as: UTF8.self)
                     let all = self?.lock.withLock { () -> String in
-                        self?.output += text
-                        return self?.output ?? ""
+                        guard let self else { return "" }
+                        self.output += text
+                        // Only the start-up and the last lines matter (for error reports): bounded.
+                        if self.output.utf8.count > 64 << 10 { self.output = String(self.output.suffix(32 << 10)) }
+                        return self.output
                     } ?? text
                     if all.contains("Ready to accept connections") { state.finish(nil) }
                 }

@@ -62,17 +62,34 @@ public struct ClusterConfiguration: Sendable {
     ///
     /// `post` never waits: a post for a shard without a reachable master is
     /// dropped at once and counted (`clusterws_drops_total{reason="shard_unavailable"}`).
+    ///
+    /// Receiving (pub/sub driver): with `standbySubscriptions` (the default) a
+    /// node subscribes each sharded channel on the shard's master *and* on one
+    /// of its replicas; Redis passes a shard's messages to every node of the
+    /// shard, so when a replica is promoted (a `CLUSTER FAILOVER`, or after a
+    /// master died) the node is already subscribed there and nothing
+    /// published to the new master is missed. Every message then arrives
+    /// twice; the second copy is dropped by its id (the last
+    /// `deduplicationWindow` ids are remembered).
     public struct Failover: Sendable {
         /// Longest a send waits for its shard to have a reachable master.
         public var wait: Duration
         /// Most bytes of commands waiting for one shard; past it, sends for
         /// that shard fail at once.
         public var maxWaitingBytesPerShard: Int
+        /// Subscribe sharded channels on a replica of their master too.
+        public var standbySubscriptions: Bool
+        /// Message ids remembered to drop second copies (with standby subscriptions).
+        public var deduplicationWindow: Int
 
-        /// Creates failover settings; the default fails fast (500 ms, 4 MiB).
-        public init(wait: Duration = .milliseconds(500), maxWaitingBytesPerShard: Int = 4 << 20) {
+        /// Creates failover settings; the default fails fast (500 ms, 4 MiB)
+        /// and keeps standby subscriptions (65,536 ids remembered).
+        public init(wait: Duration = .milliseconds(500), maxWaitingBytesPerShard: Int = 4 << 20,
+                    standbySubscriptions: Bool = true, deduplicationWindow: Int = 65_536) {
             self.wait = wait
             self.maxWaitingBytesPerShard = maxWaitingBytesPerShard
+            self.standbySubscriptions = standbySubscriptions
+            self.deduplicationWindow = deduplicationWindow
         }
     }
 
@@ -229,6 +246,8 @@ extension ClusterConfiguration {
         try require(queue.replicaAcks >= 0, "queue.replicaAcks must not be negative")
         try require(failover.wait >= .zero, "failover.wait must not be negative")
         try require(failover.maxWaitingBytesPerShard >= 0, "failover.maxWaitingBytesPerShard must not be negative")
+        try require(failover.deduplicationWindow > 0 && failover.deduplicationWindow <= 16 << 20,
+                    "failover.deduplicationWindow must be between 1 and 16,777,216")
         try require(limits.maxNameBytes >= 1 && limits.maxNameBytes <= 4_096, "limits.maxNameBytes must be in 1...4096")
         try require(limits.maxTargetsPerCall >= 1, "limits.maxTargetsPerCall must be at least 1")
         try require(limits.maxRoomsPerConnection >= 1, "limits.maxRoomsPerConnection must be at least 1")

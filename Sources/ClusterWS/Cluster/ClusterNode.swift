@@ -131,8 +131,12 @@ public final class ClusterNode: Service, Sendable {
         self.reaper = reaper
         self.pipeline = DeliveryPipeline(id: id, epoch: epoch, registry: registry, server: server, driver: driver,
                                          checks: checks, metrics: metrics)
-        self.router = Router(id: id, epoch: epoch, registry: registry, server: server, counters: counters,
-                             statistics: statistics, metrics: metrics)
+        var router = Router(id: id, epoch: epoch, registry: registry, server: server, counters: counters,
+                            statistics: statistics, metrics: metrics)
+        if case .cluster = backend, configuration.failover.standbySubscriptions {
+            router.deduplicationWindow = configuration.failover.deduplicationWindow
+        }
+        self.router = router
         self.registration = Registration(id: id, epoch: epoch, registry: registry, redis: backend.commands, keys: keys,
                                          commands: commands, checks: checks, liveness: liveness, reaper: reaper,
                                          maxConnectionsPerUser: configuration.maxConnectionsPerUser, logger: logger)

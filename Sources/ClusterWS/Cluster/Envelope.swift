@@ -5,13 +5,18 @@ package import NIOCore
 ///
 /// ```
 /// "CW" | version u8 | kind u8 | opcode u8 | origin node (u16 len + bytes) | origin epoch u64
-///      | kind fields | payload (u32 len + bytes)      — nothing may follow
+///      | sequence u64 (version 2 only) | kind fields | payload (u32 len + bytes)      — nothing may follow
 /// kind 1 fds:   target epoch u64, count u32, count × fd u64
 /// kind 2 user:  uid (u16 len + bytes)
 /// kind 3 room:  room (u16 len + bytes)
 /// kind 4 all:   except count u32, count × (node u16 len + bytes, epoch u64, fd u64)
 /// kind 5 users: count u32, count × uid (u16 len + bytes)
 /// ```
+///
+/// Version 2 adds `sequence`: with the origin node and epoch it names the
+/// message, so a node that receives it twice (subscribed on two nodes of a
+/// Redis Cluster shard) delivers it once. Version 1 (no sequence: 0) is still
+/// read; 0 means "no id" and is never de-duplicated.
 ///
 /// Encoding never traps: a name longer than 65,535 bytes or a list longer
 /// than 2³²−1 is an ``EnvelopeError`` (the API's own limits are far below).
@@ -34,17 +39,26 @@ package struct Envelope: Sendable, Equatable {
     package var kind: WebSocketMessage.Kind
     package var originNode: String
     package var originEpoch: UInt64
+    /// The message's number among its origin's messages (0: none, never de-duplicated).
+    package var sequence: UInt64
     package var payload: ByteBuffer
 
     static let magic: (UInt8, UInt8) = (UInt8(ascii: "C"), UInt8(ascii: "W"))
-    static let version: UInt8 = 1
+    static let version: UInt8 = 2
 
-    package init(target: Target, kind: WebSocketMessage.Kind, originNode: String, originEpoch: UInt64, payload: ByteBuffer) {
+    package init(target: Target, kind: WebSocketMessage.Kind, originNode: String, originEpoch: UInt64,
+                 sequence: UInt64 = 0, payload: ByteBuffer) {
         self.target = target
         self.kind = kind
         self.originNode = originNode
         self.originEpoch = originEpoch
+        self.sequence = sequence
         self.payload = payload
+    }
+
+    /// What names this message cluster-wide, or `nil` when it has no sequence.
+    package var id: MessageID? {
+        sequence == 0 ? nil : MessageID(originNode: originNode, originEpoch: originEpoch, sequence: sequence)
     }
 
     package func encoded() throws(EnvelopeError) -> ByteBuffer {
@@ -63,6 +77,7 @@ package struct Envelope: Sendable, Equatable {
         buffer.writeInteger(kind.rawValue)
         try buffer.writeShortString(originNode)
         buffer.writeInteger(originEpoch)
+        buffer.writeInteger(sequence)
         switch target {
         case .fds(let epoch, let fds):
             buffer.writeInteger(epoch)
@@ -93,13 +108,18 @@ package struct Envelope: Sendable, Equatable {
             throw .notAnEnvelope
         }
         guard let version = buffer.readInteger(as: UInt8.self) else { throw .truncated }
-        guard version == Self.version else { throw .unsupportedVersion(version) }
+        guard version == 1 || version == Self.version else { throw .unsupportedVersion(version) }
         guard let kindByte = buffer.readInteger(as: UInt8.self), let opcode = buffer.readInteger(as: UInt8.self) else {
             throw .truncated
         }
         guard let kind = WebSocketMessage.Kind(rawValue: opcode) else { throw .invalidField("opcode \(opcode)") }
         let origin = try buffer.readShortString()
         guard let originEpoch = buffer.readInteger(as: UInt64.self) else { throw .truncated }
+        var sequence: UInt64 = 0
+        if version >= 2 {
+            guard let value = buffer.readInteger(as: UInt64.self) else { throw .truncated }
+            sequence = value
+        }
         let target: Target
         switch kindByte {
         case 1:
@@ -141,7 +161,8 @@ package struct Envelope: Sendable, Equatable {
         guard let length = buffer.readInteger(as: UInt32.self) else { throw .truncated }
         guard let payload = buffer.readSlice(length: Int(length)) else { throw .truncated }
         guard buffer.readableBytes == 0 else { throw .trailingBytes(buffer.readableBytes) }
-        self.init(target: target, kind: kind, originNode: origin, originEpoch: originEpoch, payload: payload)
+        self.init(target: target, kind: kind, originNode: origin, originEpoch: originEpoch, sequence: sequence,
+                  payload: payload)
     }
 }
 

@@ -37,6 +37,7 @@ package enum RedisBackend: Sendable {
             let cluster = RedisClusterClient(configuration: redis, logger: logger)
             let allChannel = context.keys.allChannel
             let pubSub = ClusterPubSub(RedisShardedSubscriber(cluster: cluster, buffer: buffer, onOverflow: onOverflow,
+                                                              standby: configuration.failover.standbySubscriptions,
                                                               logger: logger),
                                        isClassic: { $0 == allChannel })
             let driver: any DeliveryDriver = switch configuration.driver {

@@ -15,16 +15,25 @@ struct Router: Sendable {
     let counters: NodeCounters
     let statistics: ClusterStatistics
     let metrics: ClusterMetrics
+    /// How many recent message ids to remember to drop second copies (0: the
+    /// subscriber never receives a message twice; nothing is remembered).
+    var deduplicationWindow = 0
 
     /// Takes the subscriber's messages a burst at a time (one wake-up per
     /// burst) until the subscriber stops.
     func run(_ messages: PubSubMessages) async {
+        var recent = deduplicationWindow > 0 ? RecentMessageIDs(capacity: deduplicationWindow) : nil
         while true {
             let batch = await messages.nextBatch()
             if batch.isEmpty { return }
             for message in batch {
                 do {
-                    route(try Envelope(decoding: message.payload))
+                    let envelope = try Envelope(decoding: message.payload)
+                    if let id = envelope.id, recent?.insert(id) == false {
+                        statistics.countDuplicate()
+                        continue
+                    }
+                    route(envelope)
                 } catch {
                     counters.drop(.garbage, metadata: ["channel": "\(message.channel)", "error": "\(error)"])
                 }

@@ -43,6 +43,14 @@ package actor RedisConnection: Service, RedisReconnecting {
     private let commandDuration: Timer?
     /// Sent on every new connection before any other command (for example `SCRIPT LOAD`).
     private let setupCommands: [RedisCommand]
+    /// Posts made while the first connection is being opened (a Redis Cluster
+    /// client opens a master's connection when it first reads the map, and a
+    /// post may come right then): written, in order, when it is ready; failed
+    /// if it fails. Bounded by ``maxHeldPostBytes``; later posts fail at once.
+    private var heldPosts: [(command: RedisCommand, onFailure: @Sendable (RedisError) -> Void)] = []
+    private var heldPostBytes = 0
+    /// Most bytes of posts held while the first connection opens.
+    static let maxHeldPostBytes = 1 << 20
 
     package nonisolated var unownedExecutor: UnownedSerialExecutor {
         eventLoop.executor.asUnownedSerialExecutor()
@@ -126,8 +134,20 @@ package actor RedisConnection: Service, RedisReconnecting {
         switch link.readiness {
         case .send(let ready): channel = ready
         case .fail(let error): return onFailure(error)
-        case .wait: return onFailure(link.lastError ?? .notConnected)
+        case .wait:
+            let bytes = command.bytes.readableBytes
+            guard link.generation == 0, link.lastError == nil, !link.isShuttingDown,
+                  heldPostBytes + bytes <= Self.maxHeldPostBytes else {
+                return onFailure(link.lastError ?? .notConnected)
+            }
+            heldPosts.append((command, onFailure))
+            heldPostBytes += bytes
+            return
         }
+        write(command, on: channel, onFailure: onFailure)
+    }
+
+    private func write(_ command: RedisCommand, on channel: any Channel, onFailure: @escaping @Sendable (RedisError) -> Void) {
         let promise = eventLoop.makePromise(of: RedisValue.self)
         promise.futureResult.whenFailure { error in onFailure(error as? RedisError ?? .connectionLost) }
         channel.submit(RedisRequest(command: command, promise: promise,
@@ -205,9 +225,21 @@ package actor RedisConnection: Service, RedisReconnecting {
     }
 
     func prepare(_ channel: any Channel) async throws {
-        guard !setupCommands.isEmpty else { return }
         for future in RedisConnector.execute(setupCommands, on: channel, timeout: configuration.commandTimeout) {
             _ = try await future.get()
         }
+        // Posts held during the first connect go first, with no suspension before the
+        // link is marked ready (a post made meanwhile is held too, behind them).
+        let held = heldPosts
+        heldPosts = []
+        heldPostBytes = 0
+        for (command, onFailure) in held { write(command, on: channel, onFailure: onFailure) }
+    }
+
+    func connectFailed(_ error: RedisError) {
+        let held = heldPosts
+        heldPosts = []
+        heldPostBytes = 0
+        for (_, onFailure) in held { onFailure(error) }
     }
 }

@@ -14,9 +14,14 @@ protocol RedisReconnecting: Actor {
     func openChannel() async throws -> any Channel
     /// Runs once a channel is open, before waiters are told (re-subscribe here).
     func prepare(_ channel: any Channel) async throws
+    /// A connect attempt failed (also when ``prepare(_:)`` threw), or the
+    /// client stopped (`.shutdown`).
+    func connectFailed(_ error: RedisError)
 }
 
 extension RedisReconnecting {
+    func connectFailed(_ error: RedisError) {}
+
     /// Connects and reconnects until the task is cancelled or a graceful
     /// shutdown is triggered. On a graceful shutdown the live connection is
     /// drained with `QUIT` (Redis answers every pipelined command first).
@@ -61,6 +66,7 @@ extension RedisReconnecting {
             } catch {
                 let redisError = error as? RedisError ?? .connectionRefused("\(error)")
                 attempt = link.failed(redisError)
+                connectFailed(redisError)
                 logger.log(level: attempt == 0 ? .warning : .debug, "redis connect failed",
                            metadata: ["error": "\(redisError)", "attempt": "\(attempt)"])
             }
@@ -70,6 +76,7 @@ extension RedisReconnecting {
         let (channel, waiters) = link.stopped()
         channel?.close(promise: nil)
         for waiter in waiters { waiter.resume(throwing: RedisError.shutdown) }
+        connectFailed(.shutdown)
     }
 
     /// Waits until `channel` closes, checking meanwhile that Redis still

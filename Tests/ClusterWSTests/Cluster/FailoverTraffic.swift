@@ -54,6 +54,8 @@ struct FailoverTraffic {
         var duplicates = 0
         var socketsClosed = 0
         var postsDropped = 0
+        /// Second copies node b's router dropped (standby subscriptions).
+        var duplicatesDropped = 0
         /// The first lost messages to the failing shard: sent at (ms after the fault), answered after (ms), nodes reached.
         var lostSamples: [String] = []
 
@@ -72,7 +74,7 @@ struct FailoverTraffic {
                 + "\(otherErrors.count) other errors \(Set(otherErrors).sorted()), longest send \(ms(longestSend)); "
                 + "lost to the shard \(victimsLost) (\(victimsLostAfterResume) after the resume, \(acknowledgedLost) acknowledged), "
                 + "healthy shards lost \(healthyLost), slowest \(ms(healthySlowest)); duplicates \(duplicates); "
-                + "posts dropped \(postsDropped); sockets closed \(socketsClosed)"
+                + "posts dropped \(postsDropped); second copies dropped \(duplicatesDropped); sockets closed \(socketsClosed)"
                 + (lostSamples.isEmpty ? "" : "; lost \(lostSamples.prefix(10).joined(separator: ", "))")
         }
     }
@@ -238,6 +240,7 @@ struct FailoverTraffic {
         report.resumed = resumedAt.map { $0 - faultAt }
         log.summarize(into: &report, victims: victimSet, resumedAt: resumedAt, start: faultAt)
         report.postsDropped = cluster["a"].statistics.shardUnavailableDropped
+        report.duplicatesDropped = cluster["b"].statistics.duplicatesDropped
         print(report)
         return report
     }

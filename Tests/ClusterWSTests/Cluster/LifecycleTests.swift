@@ -169,6 +169,52 @@ struct ClusterLifecycleTests {
         lying.clear()
     }
 
+    /// Version 2 carries the message's sequence; version 1 (no sequence)
+    /// is still read, as "no id".
+    @Test func envelopesCarryAnIdAndVersionOneIsStillRead() throws {
+        let envelope = Envelope(target: .user("u"), kind: .text, originNode: "n", originEpoch: 7, sequence: 42,
+                                payload: ByteBuffer(string: "hi"))
+        let decoded = try Envelope(decoding: envelope.encoded())
+        #expect(decoded.id == MessageID(originNode: "n", originEpoch: 7, sequence: 42))
+        // The same envelope as a version 1 node writes it: no sequence field.
+        var v1 = ByteBuffer(bytes: [67, 87, 1, 2, 1, 0, 1, 110, 0, 0, 0, 0, 0, 0, 0, 7, 0, 1, 117, 0, 0, 0, 2])
+        v1.writeString("hi")
+        let old = try Envelope(decoding: v1)
+        #expect(old.sequence == 0 && old.id == nil)
+        #expect(old.target == .user("u") && old.originEpoch == 7 && String(buffer: old.payload) == "hi")
+        // A version 2 envelope cut inside the sequence is truncated, not misread.
+        var cut = try envelope.encoded()
+        cut.moveWriterIndex(to: cut.readerIndex + 20)
+        #expect(throws: EnvelopeError.truncated) { try Envelope(decoding: cut) }
+    }
+
+    @Test func aMessageSequenceNeverGivesZeroOrRepeats() {
+        let sequence = MessageSequence()
+        let values = (0..<1_000).map { _ in sequence.next() }
+        #expect(!values.contains(0))
+        #expect(Set(values).count == 1_000)
+    }
+
+    /// Second copies are refused while their id is among the last
+    /// `capacity`; memory stays at `capacity` ids.
+    @Test func recentMessageIdsDropSecondCopiesWithinTheirWindow() {
+        var recent = RecentMessageIDs(capacity: 4)
+        func id(_ sequence: UInt64, _ node: String = "a") -> MessageID {
+            MessageID(originNode: node, originEpoch: 1, sequence: sequence)
+        }
+        var accepted: [Bool] = []
+        for next in [id(1), id(2), id(1), id(1, "b"), id(3), id(4)] { accepted.append(recent.insert(next)) }
+        // The second copy of a's 1 is refused; b's 1 is another message.
+        #expect(accepted == [true, true, false, true, true, true])
+        #expect(recent.count == 4)
+        // a's 1 was the oldest: forgotten, so a very late copy passes; 4 is still known.
+        let lateCopy = recent.insert(id(1))
+        let recentCopy = recent.insert(id(4))
+        #expect(lateCopy && !recentCopy)
+        for sequence in 5..<10_000 { _ = recent.insert(id(UInt64(sequence))) }
+        #expect(recent.count == 4)
+    }
+
     @Test func keyPatternsFollowTheSeed() {
         let keys = ClusterKeys(ClusterConfiguration(serverID: "s", namespace: "ns"))
         #expect(keys.user("42") == "ns:user:relate:fd:42")

@@ -1,6 +1,7 @@
 @testable import ClusterWS
 import EmbeddedRedis
 import NIOCore
+import Synchronization
 import Testing
 
 @Suite("Redis connection against a real redis-server", .timeLimit(.minutes(2)))
@@ -134,6 +135,36 @@ struct RedisConnectionTests {
                 Issue.record("PING must fail with nothing listening")
             } catch RedisError.connectionRefused(let why) {
                 #expect(why.contains("127.0.0.1"))
+            }
+        }
+    }
+
+    /// Posts made before the first connection is up (a cluster client opens
+    /// a master's connection on its first map read, and a post may come right
+    /// then) are held and written in order once it is; if it fails, they fail.
+    @Test func postsBeforeTheFirstConnectAreHeldThenWrittenInOrder() async throws {
+        try await withRedisServer { server in
+            let redis = RedisConnection(configuration: .testing(server))
+            let failures = Mutex<[RedisError]>([])
+            for index in 0..<100 {
+                redis.post(RedisCommand("RPUSH", "held", .string("\(index)"))) { error in failures.withLock { $0.append(error) } }
+            }
+            try await withRunning([redis]) { () async throws in
+                let list = try await redis.send(RedisCommand("LRANGE", "held", 0, -1))
+                #expect(list.array?.compactMap(\.string) == (0..<100).map { "\($0)" })
+                #expect(failures.withLock { $0 }.isEmpty)
+            }
+        }
+        let refusing = try RefusingPort()
+        defer { _ = refusing }
+        let redis = RedisConnection(configuration: try RedisConfiguration(url: "redis://127.0.0.1:\(refusing.port)"))
+        let failed = Mutex<[RedisError]>([])
+        redis.post(RedisCommand("PING")) { error in failed.withLock { $0.append(error) } }
+        try await withRunning([redis]) { () async throws in
+            try await eventually("the held post to fail") { !failed.withLock { $0 }.isEmpty }
+            guard case .connectionRefused = try #require(failed.withLock { $0.first }) else {
+                Issue.record("expected connectionRefused, got \(failed.withLock { $0 })")
+                return
             }
         }
     }

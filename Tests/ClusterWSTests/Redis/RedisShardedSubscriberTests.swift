@@ -5,10 +5,11 @@ import Testing
 
 /// Runs `body` with a cluster, a cluster client and a running sharded subscriber.
 func withShardedSubscriber<T: Sendable>(
+    standby: Bool = false,
     _ body: @escaping @Sendable (RedisClusterProcess, RedisClusterClient, RedisShardedSubscriber) async throws -> T
 ) async throws -> T {
     try await withRedisCluster { cluster, client in
-        let subscriber = RedisShardedSubscriber(cluster: client)
+        let subscriber = RedisShardedSubscriber(cluster: client, standby: standby)
         let running = Task { await subscriber.runUntilShutdown() }
         defer { Task { await subscriber.shutdown() }; running.cancel() }
         return try await body(cluster, client, subscriber)
@@ -87,6 +88,41 @@ struct RedisShardedSubscriberTests {
             print("failover: sharded messages flow again after \(pause)")
             #expect(pause < .seconds(20))
             #expect(client.owner(ofSlot: RedisClusterSlot.of(channel)).map { $0.port != owner.port } == true)
+        }
+    }
+
+    /// With standby subscriptions a channel is subscribed on its master and
+    /// on the master's replica: every message arrives twice (Redis passes a
+    /// shard's messages to each of its nodes). The master's `SPUBLISH` count
+    /// stays 1 (it counts its own subscribers only). A dead replica leaves
+    /// the subscriber connected (only masters count) and messages flowing.
+    @Test func standbySubscriptionsHearEveryMessageOnTheReplicaToo() async throws {
+        try await withShardedSubscriber(standby: true) { cluster, client, subscriber in
+            let channel = "standby:channel"
+            try await subscriber.subscribe(sharded: [channel])
+            let copies = try await within(.seconds(10), "two copies of one message") {
+                var sequence = 0
+                while true {
+                    sequence += 1
+                    let payload = "m\(sequence)"
+                    let subscribers = try await client.send(RedisCommand("SPUBLISH", .string(channel), .string(payload))).int
+                    #expect(subscribers == 1)
+                    var copies = 0
+                    let deadline = ContinuousClock.now + .milliseconds(300)
+                    while ContinuousClock.now < deadline, copies < 2 {
+                        let batch = try? await within(.milliseconds(100), "a batch") { await subscriber.messages.nextBatch() }
+                        copies += batch?.filter { String(buffer: $0.payload) == payload }.count ?? 0
+                    }
+                    if copies == 2 { return copies }
+                }
+            }
+            #expect(copies == 2)
+            let owner = try #require(client.owner(ofSlot: RedisClusterSlot.of(channel)))
+            let replica = try await FailoverTraffic.replica(of: owner.port, in: cluster)
+            await cluster.nodes.first { $0.port == replica }?.stop(crash: true)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(await subscriber.isConnected())
+            _ = try await publishUntilReceived(client, subscriber, channel: channel, within: .seconds(5))
         }
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 @testable import ClusterWS
 import EmbeddedRedis
 import Logging
@@ -53,7 +54,8 @@ final class TestCluster: Sendable {
         configuration.livenessWindow = .milliseconds(600)
         configure?(&configuration)
         var logger = Logger(label: "test.node")
-        logger.logLevel = .error
+        // TEST_LOG_LEVEL=debug (or info, …) shows what the nodes log while a test runs.
+        logger.logLevel = ProcessInfo.processInfo.environment["TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .error
         let node = try ClusterNode(configuration: configuration, logger: logger)
         node.webSocket("/ws", authenticate: { request in request.queryParameter("uid") }) { socket in
             try? await socket.socket.send(.text("ready \(socket.fd)"))

@@ -16,6 +16,8 @@ struct DeliveryPipeline: Sendable {
     let driver: any DeliveryDriver
     let checks: ArgumentChecks
     let metrics: ClusterMetrics
+    /// Numbers every envelope, so a receiver can drop a second copy.
+    let sequence = MessageSequence()
 
     /// Resolves a send: checks, local targets, the remote part (encoded once).
     /// - Throws: ``ClusterError`` for a bad name, too many targets, or a message
@@ -51,7 +53,7 @@ struct DeliveryPipeline: Sendable {
         var delivery: RemoteDelivery?
         if let remote {
             let envelope = Envelope(target: remote.envelopeTarget, kind: message.kind, originNode: id,
-                                    originEpoch: epoch, payload: message.data)
+                                    originEpoch: epoch, sequence: sequence.next(), payload: message.data)
             do {
                 delivery = RemoteDelivery(destination: remote, envelope: try envelope.encoded(), reachedHere: reachedHere)
             } catch {

@@ -100,6 +100,12 @@ package final class RedisClusterClient: Sendable {
     /// The master that owns `slot` in the current map.
     package func owner(ofSlot slot: Int) -> Address? { state.withLock { $0.topology.slots[slot] } }
 
+    /// The replicas the current map lists for `master`.
+    package func replicas(of master: Address) -> Set<Address> { state.withLock { $0.topology.replicasOf[master] ?? [] } }
+
+    /// The masters of the current map.
+    package var masters: Set<Address> { state.withLock { $0.topology.masters } }
+
     /// Masters of the map whose link is down right now.
     package var mastersDown: Int { state.withLock { $0.topology.down.count } }
 
