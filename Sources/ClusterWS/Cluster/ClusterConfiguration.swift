@@ -46,6 +46,8 @@ public struct ClusterConfiguration: Sendable {
     public var limits: Limits
     /// How sends behave while a Redis Cluster shard has no reachable master.
     public var failover = Failover()
+    /// Message history and recovery for reconnecting clients (off by default).
+    public var history = History()
 
     /// What a send meets while the Redis Cluster master of its shard is
     /// unreachable (killed, cut off) and before its replica is promoted
@@ -244,6 +246,7 @@ extension ClusterConfiguration {
         try require(maxConnectionsPerUser >= 1, "maxConnectionsPerUser must be at least 1")
         try require(queue.maxLength >= 1, "queue.maxLength must be at least 1")
         try require(queue.replicaAcks >= 0, "queue.replicaAcks must not be negative")
+        try history.validate(driver: driver)
         try require(failover.wait >= .zero, "failover.wait must not be negative")
         try require(failover.maxWaitingBytesPerShard >= 0, "failover.maxWaitingBytesPerShard must not be negative")
         try require(failover.deduplicationWindow > 0 && failover.deduplicationWindow <= 16 << 20,

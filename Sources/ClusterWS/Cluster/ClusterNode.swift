@@ -67,6 +67,8 @@ public final class ClusterNode: Service, Sendable {
     let driver: any DeliveryDriver
     /// What other nodes sent, to the local connections.
     let router: Router
+    /// History recovery for client-protocol connections.
+    let recovery: HistoryRecovery
     /// Heartbeat, janitor, relation refresh.
     let liveness: Liveness
     /// Cleanup after closed connections.
@@ -100,8 +102,9 @@ public final class ClusterNode: Service, Sendable {
         redisConfiguration.failoverWaitBytes = configuration.failover.maxWaitingBytesPerShard
         redisConfiguration.hooks.replyTooLarge = { counters.hit(.redisReply) }
         let keys = ClusterKeys(configuration)
-        let context = DriverContext(id: id, epoch: epoch, keys: keys, queue: configuration.queue, counters: counters,
+        var context = DriverContext(id: id, epoch: epoch, keys: keys, queue: configuration.queue, counters: counters,
                                     logger: logger)
+        context.history = configuration.history
         let (backend, driver) = RedisBackend.make(configuration: configuration, redis: redisConfiguration,
                                                   context: context, metrics: metrics, logger: logger)
         let registry = LocalRegistry(subscriber: backend.pubSub, keys: keys)
@@ -129,8 +132,13 @@ public final class ClusterNode: Service, Sendable {
         self.checks = checks
         self.liveness = liveness
         self.reaper = reaper
-        self.pipeline = DeliveryPipeline(id: id, epoch: epoch, registry: registry, server: server, driver: driver,
-                                         checks: checks, metrics: metrics)
+        var pipeline = DeliveryPipeline(id: id, epoch: epoch, registry: registry, server: server, driver: driver,
+                                        checks: checks, metrics: metrics)
+        pipeline.history = configuration.history
+        self.pipeline = pipeline
+        let recovery = HistoryRecovery(reader: HistoryReader(redis: backend.commands, keys: keys, history: configuration.history),
+                                       server: server)
+        self.recovery = recovery
         var router = Router(id: id, epoch: epoch, registry: registry, server: server, counters: counters,
                             statistics: statistics, metrics: metrics)
         if case .cluster = backend, configuration.failover.standbySubscriptions {
@@ -139,7 +147,8 @@ public final class ClusterNode: Service, Sendable {
         self.router = router
         self.registration = Registration(id: id, epoch: epoch, registry: registry, redis: backend.commands, keys: keys,
                                          commands: commands, checks: checks, liveness: liveness, reaper: reaper,
-                                         maxConnectionsPerUser: configuration.maxConnectionsPerUser, logger: logger)
+                                         maxConnectionsPerUser: configuration.maxConnectionsPerUser, logger: logger,
+                                         recovery: recovery)
     }
 
     /// Registers a WebSocket endpoint.
@@ -160,9 +169,10 @@ public final class ClusterNode: Service, Sendable {
         let metrics = self.metrics
         let registration = self.registration
         let reaper = self.reaper
-        server.addRoute(path) { request in
-            guard let uid = try await authenticate(request) else { return .accept() }
-            return try await registration.admit(uid: uid, connection: request.connectionID)
+        let recovery = self.recovery
+        server.addRoute(path, framing: HistoryRecovery.framing) { request in
+            guard let uid = try await authenticate(request) else { return recovery.negotiate(.accept(), for: request) }
+            return recovery.negotiate(try await registration.admit(uid: uid, connection: request.connectionID), for: request)
         } onAbandon: { request, attributes in
             if let uid = attributes["uid"] { registration.release(uid: uid, connection: request.connectionID) }
         } onClose: { socket, _ in

@@ -5,13 +5,18 @@ package import NIOCore
 ///
 /// ```
 /// "CW" | version u8 | kind u8 | opcode u8 | origin node (u16 len + bytes) | origin epoch u64
-///      | sequence u64 (version 2 only) | kind fields | payload (u32 len + bytes)      — nothing may follow
+///      | sequence u64 (version 2 only) | kind fields | payload (u32 len + bytes)
+///      | history (version 2, optional): offset u64, epoch (u16 len + bytes)      — nothing may follow
 /// kind 1 fds:   target epoch u64, count u32, count × fd u64
 /// kind 2 user:  uid (u16 len + bytes)
 /// kind 3 room:  room (u16 len + bytes)
 /// kind 4 all:   except count u32, count × (node u16 len + bytes, epoch u64, fd u64)
 /// kind 5 users: count u32, count × uid (u16 len + bytes)
 /// ```
+///
+/// The history block is appended by the Redis script that wrote the message
+/// to its user's or room's history stream (see ``HistoryScript``): the
+/// message's offset in that stream and the stream's epoch.
 ///
 /// Version 2 adds `sequence`: with the origin node and epoch it names the
 /// message, so a node that receives it twice (subscribed on two nodes of a
@@ -42,18 +47,21 @@ package struct Envelope: Sendable, Equatable {
     /// The message's number among its origin's messages (0: none, never de-duplicated).
     package var sequence: UInt64
     package var payload: ByteBuffer
+    /// Where the message is in its stream's history, when it was written there.
+    package var history: StreamPosition?
 
     static let magic: (UInt8, UInt8) = (UInt8(ascii: "C"), UInt8(ascii: "W"))
     static let version: UInt8 = 2
 
     package init(target: Target, kind: WebSocketMessage.Kind, originNode: String, originEpoch: UInt64,
-                 sequence: UInt64 = 0, payload: ByteBuffer) {
+                 sequence: UInt64 = 0, payload: ByteBuffer, history: StreamPosition? = nil) {
         self.target = target
         self.kind = kind
         self.originNode = originNode
         self.originEpoch = originEpoch
         self.sequence = sequence
         self.payload = payload
+        self.history = history
     }
 
     /// What names this message cluster-wide, or `nil` when it has no sequence.
@@ -98,6 +106,10 @@ package struct Envelope: Sendable, Equatable {
         }
         try buffer.writeCount(payload.readableBytes)
         buffer.writeImmutableBuffer(payload)
+        if let history {
+            buffer.writeInteger(history.offset)
+            try buffer.writeShortString(history.epoch)
+        }
         return buffer
     }
 
@@ -160,9 +172,14 @@ package struct Envelope: Sendable, Equatable {
         }
         guard let length = buffer.readInteger(as: UInt32.self) else { throw .truncated }
         guard let payload = buffer.readSlice(length: Int(length)) else { throw .truncated }
+        var history: StreamPosition?
+        if version >= 2, buffer.readableBytes > 0 {
+            guard let offset = buffer.readInteger(as: UInt64.self) else { throw .truncated }
+            history = StreamPosition(offset: offset, epoch: try buffer.readShortString())
+        }
         guard buffer.readableBytes == 0 else { throw .trailingBytes(buffer.readableBytes) }
         self.init(target: target, kind: kind, originNode: origin, originEpoch: originEpoch, sequence: sequence,
-                  payload: payload)
+                  payload: payload, history: history)
     }
 }
 

@@ -15,6 +15,8 @@ package actor LocalRegistry {
         let socket: WebSocket
         var uid: String?
         var rooms: Set<String> = []
+        /// Set for a connection that speaks the client protocol (`clusterws.v1`).
+        var session: ProtocolSession?
     }
 
     private struct Tables {
@@ -38,8 +40,31 @@ package actor LocalRegistry {
 
     package nonisolated var count: Int { tables.withLock { $0.entries.count } }
 
-    func add(_ fd: UInt64, _ socket: WebSocket) {
-        tables.withLock { $0.entries[fd] = Entry(socket: socket) }
+    func add(_ fd: UInt64, _ socket: WebSocket, session: ProtocolSession? = nil) {
+        tables.withLock { $0.entries[fd] = Entry(socket: socket, session: session) }
+    }
+
+    /// The client-protocol session of `fd`, if it has one.
+    nonisolated func session(_ fd: UInt64) -> ProtocolSession? {
+        tables.withLock { $0.entries[fd]?.session }
+    }
+
+    /// A stream's local connections: raw ones, and those that speak the client protocol.
+    nonisolated func targets(of stream: HistoryStream) -> (raw: [WebSocket], sessions: [ProtocolSession]) {
+        tables.withLock { tables in
+            let fds: Set<UInt64>?
+            switch stream {
+            case .user(let uid): fds = tables.users[uid]
+            case .room(let room): fds = tables.rooms[room]
+            }
+            var raw: [WebSocket] = []
+            var sessions: [ProtocolSession] = []
+            for fd in fds ?? [] {
+                guard let entry = tables.entries[fd] else { continue }
+                if let session = entry.session { sessions.append(session) } else { raw.append(entry.socket) }
+            }
+            return (raw, sessions)
+        }
     }
 
     /// Removes closed connections (unknown ones are skipped); returns the

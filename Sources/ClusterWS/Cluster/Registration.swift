@@ -25,6 +25,7 @@ struct Registration: Sendable {
     let reaper: ConnectionReaper
     let maxConnectionsPerUser: Int
     let logger: Logger
+    let recovery: HistoryRecovery
 
     /// Records `member` in a user's set unless the set already holds `limit`.
     /// KEYS[1]: the user's set. ARGV: member, limit, ttl in seconds. Returns 1 if recorded.
@@ -63,7 +64,7 @@ struct Registration: Sendable {
     /// uid; `nil` if it closed meanwhile (then nothing of it is left behind).
     func register(_ socket: WebSocket) async -> ClusterSocket? {
         let fd = DistributedFD(node: id, epoch: epoch, fd: socket.id)
-        await registry.add(fd.fd, socket)
+        await registry.add(fd.fd, socket, session: recovery.session(for: socket))
         if let uid = socket.attributes["uid"] {
             do {
                 try await bind(fd, uid: uid)
@@ -93,6 +94,11 @@ struct Registration: Sendable {
         if let previous { all += commands.unbind(fd, uid: previous) }
         all += commands.bind(fd, uid: uid)
         try await redis.send(batch: all).throwFirstFailure()
+        // A client-protocol connection: its user's stream, recovered (the channel is subscribed).
+        if previous != uid, let session = registry.session(fd.fd) {
+            if let previous { session.end(.user(previous)) }
+            await recovery.start(session, .user(uid))
+        }
     }
 
     private func reserve(_ fd: DistributedFD, uid: String) async throws -> Bool {

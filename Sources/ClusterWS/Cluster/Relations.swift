@@ -48,6 +48,7 @@ extension ClusterNode {
     public func unbind(_ fd: DistributedFD) async throws {
         try requireLocal(fd)
         if let uid = try await registry.unbind(fd.fd) {
+            registry.session(fd.fd)?.end(.user(uid))
             try await redis.send(batch: commands.unbind(fd, uid: uid)).throwFirstFailure()
         }
     }
@@ -68,12 +69,15 @@ extension ClusterNode {
             throw ClusterError.tooManyRooms(limit: limit)
         }
         if first { try await redis.send(batch: commands.join(node: id, room: room)).throwFirstFailure() }
+        // A client-protocol connection: the room's stream, recovered (the channel is subscribed).
+        if let session = registry.session(fd.fd) { await recovery.start(session, .room(room)) }
     }
 
     /// Removes a connection of this node from a room.
     public func leave(_ fd: DistributedFD, room: String) async throws {
         try checks.check(room: room)
         try requireLocal(fd)
+        registry.session(fd.fd)?.end(.room(room))
         if try await registry.leave(fd.fd, room: room) {
             try await redis.send(batch: commands.leave(node: id, rooms: [room])).throwFirstFailure()
         }

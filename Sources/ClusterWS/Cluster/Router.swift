@@ -44,6 +44,25 @@ struct Router: Sendable {
     /// Delivers one envelope to the local connections it is for.
     func route(_ envelope: Envelope) {
         let message = WebSocketMessage(kind: envelope.kind, data: envelope.payload)
+        // A message with its history position: every local connection of the stream gets it
+        // from here (this node's too: the sender did not write them directly), client-protocol
+        // connections with its position, in offset order.
+        if let position = envelope.history {
+            let stream: HistoryStream
+            switch envelope.target {
+            case .user(let uid): stream = .user(uid)
+            case .room(let room): stream = .room(room)
+            default:
+                counters.drop(.garbage, metadata: ["error": "a history position on a message that is not to a user or room"])
+                return
+            }
+            let (raw, sessions) = registry.targets(of: stream)
+            statistics.countRouted()
+            metrics.deliveredRouted.increment(by: raw.count + sessions.count)
+            server.send(message, to: raw)
+            for session in sessions { session.deliver(message, stream: stream, at: position) }
+            return
+        }
         let fromHere = envelope.originNode == id && envelope.originEpoch == epoch
         let targets: [WebSocket]
         switch envelope.target {

@@ -20,4 +20,7 @@ package enum LimitKind: String, CaseIterable, Sendable {
     case roomsPerConnection = "rooms_per_connection"
     /// A Redis reply bigger than `maxRedisReplyBytes`: the link was reset.
     case redisReply = "redis_reply"
+    /// A recovering connection held more live messages than
+    /// `history.maxRecoveryBufferBytes`: closed with 1013.
+    case recoveryBuffer = "recovery_buffer"
 }

@@ -15,6 +15,8 @@ final class ConnectionTable: Sendable {
             var message: WebSocketMessage
             var except: Set<UInt64>
             var targets: [WebSocket]?
+            /// Already wrapped for the targets' subprotocol: written as it is.
+            var framed = false
         }
         /// What waits for the next drain.
         struct Outbox {

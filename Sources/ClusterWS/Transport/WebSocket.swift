@@ -27,6 +27,8 @@ public actor WebSocket {
     public nonisolated let request: WebSocketRequest
     /// What the route's `shouldUpgrade` attached when it accepted the connection.
     public nonisolated let attributes: [String: String]
+    /// The subprotocol's wrapping of outgoing messages, when one was negotiated.
+    package nonisolated let framing: OutboundFraming?
     nonisolated let channel: any Channel
     nonisolated let inbound: InboundBuffer
     private let maxOutboundBufferBytes: Int
@@ -50,7 +52,8 @@ public actor WebSocket {
     public nonisolated var eventLoop: any EventLoop { channel.eventLoop }
 
     package init(id: UInt64, request: WebSocketRequest, attributes: [String: String], channel: any Channel,
-                 configuration: WebSocketServerConfiguration, counters: NodeCounters) {
+                 configuration: WebSocketServerConfiguration, counters: NodeCounters, framing: OutboundFraming? = nil) {
+        self.framing = framing
         self.counters = counters
         self.id = id
         self.request = request
@@ -77,7 +80,7 @@ public actor WebSocket {
     /// - Throws: ``WebSocketError/closed`` after the connection has closed.
     public func send(_ message: WebSocketMessage) throws {
         guard closeCode == nil else { throw WebSocketError.closed }
-        write(WebSocketFrameEncoding.frame(message, allocator: channel.allocator))
+        write(WebSocketFrameEncoding.frame(framing?.frame(message) ?? message, allocator: channel.allocator))
     }
 
     /// Starts the close handshake with `code`; the TCP connection closes when

@@ -26,6 +26,9 @@ public struct WebSocketCloseCode: RawRepresentable, Hashable, Sendable, CustomSt
     public static let messageTooBig = WebSocketCloseCode(rawValue: 1009)
     /// 1011: the server hit an unexpected condition.
     public static let internalError = WebSocketCloseCode(rawValue: 1011)
+    /// 1013 (IANA registry): try again later — the server is overloaded for
+    /// this connection (a recovery that outgrew its buffer). Sent only.
+    public static let tryAgainLater = WebSocketCloseCode(rawValue: 1013)
 
     /// Whether a peer may send this code in a close frame (§7.4.1–7.4.2):
     /// 1000–1003, 1007–1011 and 3000–4999.

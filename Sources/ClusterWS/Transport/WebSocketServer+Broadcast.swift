@@ -65,7 +65,9 @@ extension WebSocketServer {
     /// broadcasts, so a targeted message and a broadcast keep the order they
     /// were sent in on every connection, and a burst shares one flush per
     /// connection.
-    func send(_ message: WebSocketMessage, to sockets: [WebSocket]) {
+    /// - Parameter framed: `message` is already wrapped for the sockets'
+    ///   subprotocol (the cluster protocol's positioned messages).
+    func send(_ message: WebSocketMessage, to sockets: [WebSocket], framed: Bool = false) {
         guard !sockets.isEmpty else { return }
         var perLoop: [ObjectIdentifier: [WebSocket]] = [:]
         for socket in sockets { perLoop[ObjectIdentifier(socket.eventLoop), default: []].append(socket) }
@@ -77,7 +79,7 @@ extension WebSocketServer {
                     return (false, false)
                 }
                 outbox.bytes += size
-                outbox.messages.append(.init(message: message, except: [], targets: targets))
+                outbox.messages.append(.init(message: message, except: [], targets: targets, framed: framed))
                 defer { outbox.scheduled = true }
                 return (!outbox.scheduled, true)
             }
@@ -107,9 +109,13 @@ extension WebSocketServer {
         var start = 0
         while start < queued.count {
             if let targets = queued[start].targets {
-                let frame = WebSocketFrameEncoding.burst([queued[start].message])
+                let message = queued[start].message
+                let frame = WebSocketFrameEncoding.burst([message])
+                let framed = queued[start].framed
                 for socket in targets {
-                    socket.assumeIsolated { socket in _ = socket.writeWithoutFlush(frame) }
+                    // A subprotocol connection gets the message wrapped (unless the caller wrapped it).
+                    let bytes = framed ? frame : socket.framing.map { WebSocketFrameEncoding.burst([$0.frame(message)]) } ?? frame
+                    socket.assumeIsolated { socket in _ = socket.writeWithoutFlush(bytes) }
                     touched[ObjectIdentifier(socket)] = socket
                 }
                 start += 1
@@ -118,10 +124,17 @@ extension WebSocketServer {
             var end = start + 1
             while end < queued.count, queued[end].targets == nil, queued[end].except == queued[start].except { end += 1 }
             broadcasted = true
-            let burst = WebSocketFrameEncoding.burst(queued[start..<end].map(\.message))
+            let messages = queued[start..<end].map(\.message)
+            let burst = WebSocketFrameEncoding.burst(messages)
             let except = queued[start].except
+            var wrapped: [String: ByteBuffer] = [:]  // per subprotocol, encoded once
             for (id, socket) in share.sockets where !except.contains(id) {
-                socket.assumeIsolated { socket in _ = socket.writeWithoutFlush(burst) }
+                var bytes = burst
+                if let framing = socket.framing {
+                    bytes = wrapped[framing.subprotocol] ?? WebSocketFrameEncoding.burst(messages.map(framing.frame))
+                    wrapped[framing.subprotocol] = bytes
+                }
+                socket.assumeIsolated { socket in _ = socket.writeWithoutFlush(bytes) }
             }
             start = end
         }

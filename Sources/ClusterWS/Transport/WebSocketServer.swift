@@ -35,6 +35,8 @@ public final class WebSocketServer: Service, Sendable {
         var onAbandon: (@Sendable (WebSocketRequest, [String: String]) -> Void)?
         var onOpen: @Sendable (WebSocket) async -> Void
         var onClose: (@Sendable (WebSocket, WebSocketCloseCode) -> Void)?
+        /// Applied to connections accepted with the attribute `protocol` equal to its subprotocol.
+        var framing: OutboundFraming?
     }
 
     private struct State {
@@ -112,13 +114,15 @@ public final class WebSocketServer: Service, Sendable {
     /// connection opens, with the request and the attributes it was accepted with.
     package func addRoute(
         _ path: String,
+        framing: OutboundFraming? = nil,
         shouldUpgrade: @escaping @Sendable (WebSocketRequest) async throws -> WebSocketUpgradeDecision,
         onAbandon: @escaping @Sendable (WebSocketRequest, [String: String]) -> Void,
         onClose: @escaping @Sendable (WebSocket, WebSocketCloseCode) -> Void,
         onOpen: @escaping @Sendable (WebSocket) async -> Void
     ) {
         state.withLock {
-            $0.routes[path] = Route(shouldUpgrade: shouldUpgrade, onAbandon: onAbandon, onOpen: onOpen, onClose: onClose)
+            $0.routes[path] = Route(shouldUpgrade: shouldUpgrade, onAbandon: onAbandon, onOpen: onOpen, onClose: onClose,
+                                    framing: framing)
         }
     }
 
@@ -371,8 +375,10 @@ public final class WebSocketServer: Service, Sendable {
         }
         let request = WebSocketRequest(path: path, uri: head.uri, headers: head.headers,
                                        remoteAddress: channel.remoteAddress?.description, connectionID: id)
-        let socket = WebSocket(id: id, request: request, attributes: handshake.value.attributes,
-                               channel: channel, configuration: configuration, counters: counters)
+        let attributes = handshake.value.attributes
+        let framing = route.framing.flatMap { attributes["protocol"] == $0.subprotocol ? $0 : nil }
+        let socket = WebSocket(id: id, request: request, attributes: attributes,
+                               channel: channel, configuration: configuration, counters: counters, framing: framing)
         connections.insert(socket)
         let connections = self.connections
         try channel.pipeline.syncOperations.addHandler(WebSocketHandler(socket: socket, configuration: configuration) { socket, code in

@@ -16,6 +16,9 @@ struct DeliveryPipeline: Sendable {
     let driver: any DeliveryDriver
     let checks: ArgumentChecks
     let metrics: ClusterMetrics
+    /// Which streams keep history: their messages reach every connection,
+    /// this node's too, through Redis (in offset order, with their positions).
+    var history = ClusterConfiguration.History()
     /// Numbers every envelope, so a receiver can drop a second copy.
     let sequence = MessageSequence()
 
@@ -24,7 +27,7 @@ struct DeliveryPipeline: Sendable {
     ///   that cannot be encoded; nothing has been sent then.
     func plan(_ destination: Destination, _ message: WebSocketMessage) throws(ClusterError) -> DeliveryPlan {
         try checks.check(destination)
-        let local: DeliveryPlan.Local
+        var local: DeliveryPlan.Local
         var reachedHere: [Int]
         var remote: Destination? = destination
         switch destination {
@@ -50,12 +53,22 @@ struct DeliveryPipeline: Sendable {
             let mine = Set(except.compactMap { $0.node == id && $0.epoch == epoch ? $0.fd : nil })
             (local, reachedHere) = (.everyone(except: mine), [1])
         }
+        var keepsHistory = false
+        switch destination {
+        case .user: keepsHistory = history.users
+        case .room: keepsHistory = history.rooms
+        default: break
+        }
+        if keepsHistory {
+            (local, reachedHere, remote) = (.sockets([]), [0], destination)
+        }
         var delivery: RemoteDelivery?
         if let remote {
             let envelope = Envelope(target: remote.envelopeTarget, kind: message.kind, originNode: id,
                                     originEpoch: epoch, sequence: sequence.next(), payload: message.data)
             do {
-                delivery = RemoteDelivery(destination: remote, envelope: try envelope.encoded(), reachedHere: reachedHere)
+                delivery = RemoteDelivery(destination: remote, envelope: try envelope.encoded(), reachedHere: reachedHere,
+                                          keepsHistory: keepsHistory)
             } catch {
                 throw .unencodable("\(error)")
             }

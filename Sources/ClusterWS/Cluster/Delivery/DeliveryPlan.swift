@@ -28,4 +28,7 @@ struct RemoteDelivery: Sendable {
     /// Per target, 1 when this node has it too (pub/sub counts this node
     /// among a channel's subscribers; the drivers answer for the others only).
     let reachedHere: [Int]
+    /// Written to the destination's history and published with its position
+    /// (a user or room stream with `history` on).
+    var keepsHistory = false
 }

@@ -6,6 +6,7 @@ struct DriverContext: Sendable {
     let epoch: UInt64
     let keys: ClusterKeys
     let queue: ClusterConfiguration.Queue
+    var history = ClusterConfiguration.History()
     let counters: NodeCounters
     let logger: Logger
 

@@ -23,6 +23,10 @@ struct PubSubDriver: DeliveryDriver {
     }
 
     func send(_ delivery: RemoteDelivery) async throws -> [Int] {
+        if delivery.keepsHistory, let (keys, arguments) = historyCall(delivery) {
+            let reply = try await redis.evaluate(HistoryScript.publish, keys: keys, arguments)
+            return [reply.array.flatMap { $0.count == 3 ? $0[2].int : nil } ?? 0]
+        }
         guard case .users(let uids) = delivery.destination else {
             let subscribers = try await redis.send(publishCommand(delivery)).int ?? 0
             // This node counts among the subscribers of a channel it has members of.
@@ -45,6 +49,9 @@ struct PubSubDriver: DeliveryDriver {
 
     func post(_ delivery: RemoteDelivery) {
         let context = self.context
+        if delivery.keepsHistory, let (keys, arguments) = historyCall(delivery) {
+            return redis.post(HistoryScript.publish, keys: keys, arguments) { context.postFailed($0) }
+        }
         guard case .users(let uids) = delivery.destination else {
             return redis.post(publishCommand(delivery)) { context.postFailed($0) }
         }
@@ -62,15 +69,37 @@ struct PubSubDriver: DeliveryDriver {
 
     /// `PUBLISH` (or `SPUBLISH`) of the envelope on the destination's channel.
     private func publishCommand(_ delivery: RemoteDelivery) -> RedisCommand {
+        let channel = channel(of: delivery.destination)
+        return RedisCommand(verb(channel), .string(channel), .bytes(delivery.envelope))
+    }
+
+    private func channel(of destination: Destination) -> String {
         let keys = context.keys
-        let channel: String
-        switch delivery.destination {
-        case .user(let uid): channel = keys.userChannel(uid)
-        case .room(let room): channel = keys.roomChannel(room)
-        case .connections(let node, _, _): channel = keys.nodeChannel(node)
-        case .everyone, .users: channel = keys.allChannel
+        switch destination {
+        case .user(let uid): return keys.userChannel(uid)
+        case .room(let room): return keys.roomChannel(room)
+        case .connections(let node, _, _): return keys.nodeChannel(node)
+        case .everyone, .users: return keys.allChannel
         }
-        let verb = sharded && channel != keys.allChannel ? "SPUBLISH" : "PUBLISH"
-        return RedisCommand(verb, .string(channel), .bytes(delivery.envelope))
+    }
+
+    private func verb(_ channel: String) -> String {
+        sharded && channel != context.keys.allChannel ? "SPUBLISH" : "PUBLISH"
+    }
+
+    /// The keys and arguments of ``HistoryScript/publish`` for a user or room message.
+    private func historyCall(_ delivery: RemoteDelivery) -> (keys: [String], arguments: [RedisArgument])? {
+        switch delivery.destination {
+        case .user, .room: break
+        default: return nil
+        }
+        let channel = channel(of: delivery.destination)
+        let keys = HistoryKeys(channel: channel)
+        let history = context.history
+        return ([keys.meta, keys.stream], [
+            .string(channel), .bytes(delivery.envelope), .integer(history.maxLength),
+            .integer(history.maxAge.milliseconds), .integer(history.epochLifetime.milliseconds),
+            .string(HistoryScript.newEpoch()), .string(verb(channel)),
+        ])
     }
 }
