@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "ClusterWS", targets: ["ClusterWS"]),
         .library(name: "ClusterWSHummingbird", targets: ["ClusterWSHummingbird"]),
         .library(name: "ClusterWSJWT", targets: ["ClusterWSJWT"]),
+        .library(name: "ClusterWSClient", targets: ["ClusterWSClient"]),
         .executable(name: "Demo", targets: ["Demo"]),
         .executable(name: "Benchmarks", targets: ["Benchmarks"]),
     ],
@@ -98,6 +99,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .executableTarget(name: "clusterws-fuzz", dependencies: ["ClusterWSFuzzTargets"]),
+        // The Swift client of the clusterws.v1 protocol (no dependency on the server or hiredis).
+        .target(
+            name: "ClusterWSClient",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "Demo",
             dependencies: [
@@ -141,6 +153,7 @@ let package = Package(
                 "ClusterWS",
                 "ClusterWSHummingbird",
                 "ClusterWSJWT",
+                "ClusterWSClient",
                 "ClusterWSFuzzTargets",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

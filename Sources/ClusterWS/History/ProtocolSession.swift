@@ -31,11 +31,11 @@ final class ProtocolSession: Sendable {
         self.maxHeldBytes = maxHeldBytes
     }
 
-    /// Starts holding `stream`'s live messages (before its history is read).
+    /// Starts holding `stream`'s live messages (before its history is read;
+    /// messages that arrived since the subscription are already held).
     func beginRecovery(of stream: HistoryStream) {
         streams.withLock { streams in
-            if case .live = streams[stream] { return }
-            streams[stream] = .recovering(held: [], bytes: 0)
+            if streams[stream] == nil { streams[stream] = .recovering(held: [], bytes: 0) }
         }
     }
 
@@ -89,6 +89,13 @@ final class ProtocolSession: Sendable {
         }
         // Under the lock, so a live message cannot slip between the replay and the held ones.
         streams.withLock { streams in
+            if case .recovering(let held, _) = streams[stream], fresh, case .recovered = outcome,
+               let first = held.first, first.0.epoch == last.epoch, first.0.offset <= last.offset {
+                // A new connection without a position: what arrived since the subscription
+                // is its to have, so the stream starts for it just before the first of those.
+                last = StreamPosition(offset: first.0.offset - 1, epoch: last.epoch)
+                frames[0] = ClusterProtocol.position(stream, last)
+            }
             if case .recovering(let held, _) = streams[stream] {
                 for (position, message) in held where position.epoch != last.epoch || position.offset > last.offset {
                     frames.append(ClusterProtocol.message(message, stream: stream, at: position))
