@@ -132,6 +132,7 @@ let package = Package(
             dependencies: [
                 "ClusterWS",
                 "ClusterWSHummingbird",
+                "ClusterWSClient",
                 "EmbeddedRedis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),

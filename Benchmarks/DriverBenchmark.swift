@@ -42,11 +42,15 @@ struct DriverBenchmark: AsyncParsableCommand {
         var table = ResultTable(
             title: "Cross-node unicast\(redisCluster ? " on a Redis Cluster (3+3)" : ""), \(receivers) receivers on node b, sends from node a (\(messages) msgs loaded, \(senders) senders)",
             columns: ["driver", "guarantee", "loaded msgs/s", "loaded p50 ms", "loaded p99 ms", "light p50 ms", "light p99 ms", "received", "copies dropped"])
-        // On a cluster, pub/sub runs with and without standby subscriptions (each message twice, or once).
-        var runs: [(driver: ClusterConfiguration.Driver, acks: Int, standby: Bool)] = [(.pubSub, 0, true)]
-        if redisCluster { runs.append((.pubSub, 0, false)) }
-        for acks in redisCluster ? replicaAcks.split(separator: ",").compactMap({ Int($0) }) : [0] { runs.append((.queue, acks, true)) }
-        for (driver, acks, standby) in runs {
+        // On a cluster, pub/sub runs with and without standby subscriptions (each message twice, or once);
+        // pub/sub runs with user history on too (one script per send instead of one PUBLISH).
+        var runs: [(driver: ClusterConfiguration.Driver, acks: Int, standby: Bool, history: Bool)] = [(.pubSub, 0, true, false)]
+        if redisCluster { runs.append((.pubSub, 0, false, false)) }
+        runs.append((.pubSub, 0, true, true))
+        for acks in redisCluster ? replicaAcks.split(separator: ",").compactMap({ Int($0) }) : [0] {
+            runs.append((.queue, acks, true, false))
+        }
+        for (driver, acks, standby, history) in runs {
             let url: String
             var single: RedisServerProcess?
             var cluster: RedisClusterProcess?
@@ -64,9 +68,10 @@ struct DriverBenchmark: AsyncParsableCommand {
                 cluster?.terminate()
             }
             progress("\(driver): starting two nodes")
-            let result = try await measure(driver, replicaAcks: acks, standby: standby, redisURL: url)
-            let name = !redisCluster ? "\(driver)"
+            let result = try await measure(driver, replicaAcks: acks, standby: standby, history: history, redisURL: url)
+            var name = !redisCluster ? "\(driver)"
                 : driver == .queue ? "queue, replicaAcks \(acks)" : "pubSub, standby \(standby ? "on" : "off")"
+            if history { name += ", history on" }
             table.add(name, driver == .queue ? "at-least-once" : "at-most-once", result.rate.grouped,
                       result.loaded.p50.fixed(2), result.loaded.p99.fixed(2), result.light.p50.fixed(2), result.light.p99.fixed(2),
                       "\(result.received)/\(messages + lightMessages)", "\(result.copiesDropped)")
@@ -75,6 +80,7 @@ struct DriverBenchmark: AsyncParsableCommand {
             "loaded: \(senders) tasks on node a each await sender.send(uid:) in turn, uids round-robin; msgs/s from the first send",
             "until the last frame is parsed by its client. light: one sender, one message at a time.",
             "Latency: from the send call to the frame parsed by the receiving client (same process, monotonic clock).",
+            "history on: every send is one script that appends to the user's history and publishes (receivers are raw clients).",
             "copies dropped: second copies node b's router dropped by id (standby subscriptions: each message arrives twice).",
             "Both nodes, Redis and the clients share this 2-core machine.",
         ]
@@ -83,7 +89,8 @@ struct DriverBenchmark: AsyncParsableCommand {
 
     struct Percentiles { var p50: Double; var p99: Double }
 
-    private func measure(_ driver: ClusterConfiguration.Driver, replicaAcks: Int, standby: Bool, redisURL: String)
+    private func measure(_ driver: ClusterConfiguration.Driver, replicaAcks: Int, standby: Bool, history: Bool,
+                         redisURL: String)
         async throws -> (rate: Double, loaded: Percentiles, light: Percentiles, received: Int, copiesDropped: Int)
     {
         func node(_ id: String) throws -> ClusterNode {
@@ -93,6 +100,7 @@ struct DriverBenchmark: AsyncParsableCommand {
             configuration.queue.concurrency = 256
             configuration.queue.replicaAcks = replicaAcks
             configuration.failover.standbySubscriptions = standby
+            configuration.history.users = history
             var logger = Logger(label: "bench.node")
             logger.logLevel = .error
             let node = try ClusterNode(configuration: configuration, logger: logger)
