@@ -125,6 +125,8 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            // The JavaScript client of clusterws.v1, served at /clusterws.js and used by the page.
+            resources: [.copy("clusterws.js")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

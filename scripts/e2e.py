@@ -153,6 +153,29 @@ def main():
         got = received(alice, "hi alice, binary from server2", "binary")
         check("alice on server1 receives bob's binary message", got, "not shown on alice's page")
 
+        # Recovery (clusterws.v1 through /clusterws.js): bob's connection drops for 3 s, alice sends
+        # two messages meanwhile; bob's page reconnects, gets them replayed, and says so.
+        got = received(bob, "hello bob, this is alice on server1", "text")
+        check("messages to a user carry their offset", got and "#1" in got, got)
+        bob.find_element(By.ID, "drop").click()
+        try:
+            WebDriverWait(bob, 5).until(EC.text_to_be_present_in_element((By.ID, "status-text"), "closed (4000"))
+            dropped = True
+        except Exception:
+            dropped = False
+        check("bob's connection drops", dropped, bob.find_element(By.ID, "status-text").text)
+        send(alice, "bob", "sent while bob was away (1)")
+        send(alice, "bob", "sent while bob was away (2)")
+        try:
+            WebDriverWait(bob, 15).until(EC.text_to_be_present_in_element((By.ID, "recovery"), "recovered · 2 missed messages replayed"))
+            badge = True
+        except Exception:
+            badge = False
+        check("bob's page reconnects and shows the recovered badge", badge, bob.find_element(By.ID, "recovery").text)
+        first, second = received(bob, "sent while bob was away (1)", "text"), received(bob, "sent while bob was away (2)", "text")
+        check("the missed messages are replayed, in order, with their offsets",
+              first and second and "#2" in first and "#3" in second, [first, second])
+
         def online(d):
             text = d.find_element(By.ID, "online").text
             return "alice" in text and "bob" in text and "server1" in text and "server2" in text

@@ -40,6 +40,10 @@ struct DemoNode: Sendable {
         // Names (uids, rooms) up to 64 bytes: the node refuses longer ones with a typed error,
         // which the page shows as an error event (at the handshake: HTTP 400).
         configuration.limits.maxNameBytes = 64
+        // History of every user's and room's messages: the page (clusterws.v1 through
+        // /clusterws.js) shows offsets and recovers what it missed after a reconnect.
+        configuration.history.users = true
+        configuration.history.rooms = true
         let node = try ClusterNode(configuration: configuration, logger: logger)
         self.node = node
         self.namespace = namespace
@@ -53,6 +57,10 @@ struct DemoNode: Sendable {
         }
         node.setHTTPResponder { request in await demo.respond(to: request) }
     }
+
+    /// The JavaScript client (a resource of this target), read once.
+    static let clientScript: String? = Bundle.module.url(forResource: "clusterws", withExtension: "js")
+        .flatMap { try? String(contentsOf: $0, encoding: .utf8) }
 
     /// Records where this node listens, for the page's node list.
     func announce(port: Int) async throws {
@@ -116,6 +124,9 @@ struct DemoNode: Sendable {
         switch path {
         case "/", "/index.html":
             return PlainHTTPResponse(headers: ["Content-Type": "text/html; charset=utf-8"], body: ByteBuffer(string: DemoPage.html))
+        case "/clusterws.js":
+            guard let script = Self.clientScript else { return .text("client script missing\n", status: .notFound) }
+            return PlainHTTPResponse(headers: ["Content-Type": "text/javascript; charset=utf-8"], body: ByteBuffer(string: script))
         case "/api/online":
             return (try? await online()) ?? .text("redis unavailable\n", status: .serviceUnavailable)
         case "/api/nodes":

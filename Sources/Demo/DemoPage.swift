@@ -42,7 +42,12 @@ enum DemoPage {
   #online li { padding:6px 0; border-bottom:1px solid var(--line); }
   #online li small { color:var(--muted); display:block; }
   .empty { color:var(--muted); font-size:13px; }
+  #recovery { display:inline-block; margin-top:8px; font-size:12px; padding:1px 8px; border-radius:999px; border:1px solid var(--line); color:var(--muted); }
+  #recovery.ok { color:var(--ok); border-color:var(--ok); } #recovery.lost { color:var(--bad); border-color:var(--bad); }
+  #recovery:empty { display:none; }
+  #status-detail { color:var(--muted); font-size:12px; margin-left:6px; }
 </style>
+<script src="/clusterws.js"></script>
 </head>
 <body>
 <header>
@@ -55,7 +60,9 @@ enum DemoPage {
     <h2>Connect</h2>
     <label for="uid">Your user id</label>
     <div class="row"><input type="text" id="uid" placeholder="alice" autocomplete="off"><button class="primary" id="connect">Connect</button></div>
-    <div class="status" id="status"><span class="dot"></span><span id="status-text">not connected</span></div>
+    <div class="status" id="status"><span class="dot"></span><span id="status-text">not connected</span><span id="status-detail"></span></div>
+    <div><span id="recovery"></span></div>
+    <div class="row"><button id="drop" disabled title="closes the connection as a network failure would, and reconnects after 3 s">Drop connection for 3 s</button></div>
 
     <h2 style="margin-top:22px">Send</h2>
     <label for="text">Message</label>
@@ -85,13 +92,13 @@ enum DemoPage {
 <script>
 "use strict";
 const $ = (id) => document.getElementById(id);
-let socket = null, myNode = "?";
+let client = null, myNode = "?";
 
 function setConnected(on, text) {
   $("status").classList.toggle("on", on);
   $("status-text").textContent = text;
-  for (const id of ["send", "join", "leave", "send-room", "send-all"]) $(id).disabled = !on;
-  $("connect").textContent = on ? "Disconnect" : "Connect";
+  for (const id of ["send", "join", "leave", "send-room", "send-all", "drop"]) $(id).disabled = !on;
+  $("connect").textContent = client ? "Disconnect" : "Connect";
 }
 
 function addMessage(kind, meta, text) {
@@ -106,28 +113,46 @@ function addMessage(kind, meta, text) {
   list.prepend(item);
 }
 
+// The page speaks clusterws.v1 through the JS client (/clusterws.js): every message to
+// this user comes with its offset, and after a reconnect the node replays what was missed.
 function connect() {
-  if (socket) { socket.close(1000, "bye"); return; }
+  if (client) { const old = client; client = null; old.stop(); return; }
   const uid = $("uid").value.trim();
   if (!uid) { $("uid").focus(); return; }
   const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws?uid=" + encodeURIComponent(uid);
-  socket = new WebSocket(url);
-  socket.binaryType = "arraybuffer";
+  let wasOpen = false;
+  client = new ClusterWSClient([url], {
+    onState(s) {
+      if (s.state === "open") { wasOpen = true; $("status-detail").textContent = ""; setConnected(true, "connected as " + uid + " on " + myNode); }
+      else if (s.state === "connecting") { $("status-detail").textContent = wasOpen ? "· reconnecting…" : "· connecting…"; }
+      else if (s.state === "closed" && wasOpen) {
+        wasOpen = false;
+        setConnected(false, "closed (" + s.code + (s.reason ? " " + s.reason : "") + ")");
+      }
+      else if (s.state === "stopped") { $("status-detail").textContent = ""; setConnected(false, $("status-text").textContent); }
+    },
+    onRecovery(r) {
+      $("recovery").className = r.recovered ? "ok" : "lost";
+      $("recovery").textContent = r.recovered
+        ? "recovered · " + r.replayed + " missed message" + (r.replayed === 1 ? "" : "s") + " replayed"
+        : "not recovered: " + r.reason + " (reload)";
+    },
+    onMessage(m) {
+      const binary = !!m.bytes;
+      const raw = binary ? new TextDecoder().decode(m.bytes) : m.text;
+      const where = m.offset !== null ? " · #" + m.offset : "";
+      let data; try { data = JSON.parse(raw); } catch { addMessage(binary ? "binary" : "text", "unparsed" + where, raw); return; }
+      if (data.event === "welcome") { addMessage("system", "welcome", "you are " + data.uid + " on " + data.node + " (fd " + data.fd + ")"); return; }
+      if (data.event) { addMessage("system", data.event, Object.entries(data).filter(([k]) => k !== "event").map(([k, v]) => k + ": " + v).join(" · ")); return; }
+      addMessage(binary ? "binary" : "text", "from " + data.from + " via " + data.via + " → " + data.to + " · received on " + myNode + where, data.text);
+    },
+  });
   setConnected(false, "connecting…");
-  socket.onopen = () => setConnected(true, "connected as " + uid + " on " + myNode);
-  socket.onclose = (event) => { socket = null; setConnected(false, "closed (" + event.code + (event.reason ? " " + event.reason : "") + ")"); };
-  socket.onmessage = (event) => {
-    const binary = event.data instanceof ArrayBuffer;
-    const raw = binary ? new TextDecoder().decode(event.data) : event.data;
-    let data; try { data = JSON.parse(raw); } catch { addMessage(binary ? "binary" : "text", "unparsed", raw); return; }
-    if (data.event === "welcome") { addMessage("system", "welcome", "you are " + data.uid + " on " + data.node + " (fd " + data.fd + ")"); return; }
-    if (data.event) { addMessage("system", data.event, Object.entries(data).filter(([k]) => k !== "event").map(([k, v]) => k + ": " + v).join(" · ")); return; }
-    addMessage(binary ? "binary" : "text", "from " + data.from + " via " + data.via + " → " + data.to + " · received on " + myNode, data.text);
-  };
+  client.connect();
 }
 
 function opcode() { return document.querySelector("input[name=opcode]:checked").value; }
-function command(body) { if (socket) socket.send(JSON.stringify(Object.assign({ text: $("text").value, opcode: opcode() }, body))); }
+function command(body) { if (client) { try { client.send(JSON.stringify(Object.assign({ text: $("text").value, opcode: opcode() }, body))); } catch (e) { addMessage("system", "error", String(e)); } } }
 
 $("connect").onclick = connect;
 $("uid").onkeydown = (e) => { if (e.key === "Enter") connect(); };
@@ -137,6 +162,7 @@ $("join").onclick = () => command({ action: "join", room: $("room").value.trim()
 $("leave").onclick = () => command({ action: "leave", room: $("room").value.trim() });
 $("send-room").onclick = () => command({ action: "room", room: $("room").value.trim() });
 $("send-all").onclick = () => command({ action: "all" });
+$("drop").onclick = () => { if (client) client.drop(3000); };
 
 async function refresh() {
   try {
