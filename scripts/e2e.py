@@ -82,6 +82,15 @@ def received(driver, text, kind, timeout=10):
         return None
 
 
+def shows(driver, element, text, timeout):
+    """Whether element `element` shows `text` within `timeout` seconds."""
+    try:
+        WebDriverWait(driver, timeout).until(EC.text_to_be_present_in_element((By.ID, element), text))
+        return True
+    except Exception:
+        return False
+
+
 def cluster_port():
     """A free port whose cluster-bus port (port + 10000) is free too."""
     while True:
@@ -158,20 +167,11 @@ def main():
         got = received(bob, "hello bob, this is alice on server1", "text")
         check("messages to a user carry their offset", got and "#1" in got, got)
         bob.find_element(By.ID, "drop").click()
-        try:
-            WebDriverWait(bob, 5).until(EC.text_to_be_present_in_element((By.ID, "status-text"), "closed (4000"))
-            dropped = True
-        except Exception:
-            dropped = False
-        check("bob's connection drops", dropped, bob.find_element(By.ID, "status-text").text)
+        check("bob's connection drops", shows(bob, "status-text", "closed (4000", 5), bob.find_element(By.ID, "status-text").text)
         send(alice, "bob", "sent while bob was away (1)")
         send(alice, "bob", "sent while bob was away (2)")
-        try:
-            WebDriverWait(bob, 15).until(EC.text_to_be_present_in_element((By.ID, "recovery"), "recovered · 2 missed messages replayed"))
-            badge = True
-        except Exception:
-            badge = False
-        check("bob's page reconnects and shows the recovered badge", badge, bob.find_element(By.ID, "recovery").text)
+        check("bob's page reconnects and shows the recovered badge",
+              shows(bob, "recovery", "recovered · 2 missed messages replayed", 15), bob.find_element(By.ID, "recovery").text)
         first, second = received(bob, "sent while bob was away (1)", "text"), received(bob, "sent while bob was away (2)", "text")
         check("the missed messages are replayed, in order, with their offsets",
               first and second and "#2" in first and "#3" in second, [first, second])
