@@ -54,12 +54,23 @@ public struct Sender: Sendable {
     /// The message is encoded once and travels once to each node that has any
     /// of the users (one script run on one Redis; one read and one write per
     /// node on a Redis Cluster): memory and Redis traffic grow with the
-    /// payload plus the number of users, not with their product.
+    /// payload plus the number of users, not with their product. With user
+    /// history on, each user's history gets its own copy (a script per user).
     /// - Returns: per uid, the number of nodes that had it.
     /// - Throws: ``ClusterError/tooManyTargets(count:limit:)`` past
     ///   `limits.maxTargetsPerCall`, ``ClusterError/invalidName(_:)`` for a bad uid.
     @discardableResult
     public func sendMulti(uids: [String], _ message: WebSocketMessage) async throws -> [String: Int] {
+        if let plans = try pipeline.perUserPlans(uids, message) {
+            // User history on: one history write per user, side by side.
+            let pipeline = self.pipeline
+            return try await withThrowingTaskGroup(of: (String, Int).self) { group in
+                for (uid, plan) in plans { group.addTask { (uid, try await pipeline.send(plan)[0]) } }
+                var counts: [String: Int] = [:]
+                for try await (uid, count) in group { counts[uid] = count }
+                return counts
+            }
+        }
         let plan = try pipeline.plan(.users(uids), message)
         let counts = try await pipeline.send(plan)
         guard case .users(let distinct) = plan.remote?.destination ?? .users([]) else { return [:] }
@@ -111,6 +122,10 @@ public struct Sender: Sendable {
     /// Posts to several users (see ``sendMulti(uids:_:)``).
     /// - Throws: ``ClusterError`` for a bad uid or too many of them (nothing is sent).
     public func postMulti(uids: [String], _ message: WebSocketMessage) async throws(ClusterError) {
+        if let plans = try pipeline.perUserPlans(uids, message) {
+            for (_, plan) in plans { pipeline.post(plan) }
+            return
+        }
         pipeline.post(try pipeline.plan(.users(uids), message))
     }
 

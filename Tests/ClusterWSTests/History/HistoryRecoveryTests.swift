@@ -216,6 +216,27 @@ struct HistoryRecoveryTests {
         }
     }
 
+    /// With user history on, a message to several users goes into each
+    /// one's history (its own offset); raw clients get it as before.
+    @Test func sendMultiWritesEveryUsersHistory() async throws {
+        try await withCluster(["a", "b"], RoutingCase(driver: .pubSub, backend: .single), configure: Self.historyOn) { cluster in
+            let one = try await ProtocolClient.connect(cluster["b"], uid: "m1")
+            let two = try await ProtocolClient.connect(cluster["a"], uid: "m2")
+            let raw = try await ClusterClient.connect(cluster["b"], uid: "m3")
+            let counts = try await cluster["a"].sender.sendMulti(uids: ["m1", "m2", "m3", "m1", "nobody"], .text("all of you"))
+            #expect(counts == ["m1": 1, "m2": 1, "m3": 1, "nobody": 0])
+            let first = try await one.next()
+            #expect(first.data == "all of you" && first.stream == "user:m1" && first.offset == 1)
+            let second = try await two.next()
+            #expect(second.data == "all of you" && second.stream == "user:m2" && second.offset == 1)
+            #expect(try await raw.next().text == "all of you")
+            try await cluster["b"].sender.postMulti(uids: ["m1", "m2"], .text("posted"))
+            let third = try await one.next()
+            let fourth = try await two.next()
+            #expect(third.data == "posted" && third.offset == 2 && fourth.data == "posted" && fourth.offset == 2)
+        }
+    }
+
     /// Clients that do not offer the protocol keep getting raw frames, from
     /// their own node too (which now gets the stream through Redis).
     @Test func rawClientsAreUnaffected() async throws {

@@ -77,6 +77,18 @@ struct DeliveryPipeline: Sendable {
                             remote: delivery)
     }
 
+    /// With user history on, a message to several users is written to each
+    /// user's history (each gets its own offset): one plan per distinct user.
+    /// `nil` when user history is off (one plan for all, ``plan(_:_:)``).
+    func perUserPlans(_ uids: [String], _ message: WebSocketMessage) throws(ClusterError) -> [(uid: String, plan: DeliveryPlan)]? {
+        guard history.users else { return nil }
+        try checks.check(.users(uids))
+        var seen = Set<String>()
+        var plans: [(uid: String, plan: DeliveryPlan)] = []
+        for uid in uids where seen.insert(uid).inserted { plans.append((uid, try plan(.user(uid), message))) }
+        return plans
+    }
+
     /// Carries out `plan` and waits for Redis: per target, how many nodes had
     /// it (this one included).
     func send(_ plan: DeliveryPlan) async throws -> [Int] {
