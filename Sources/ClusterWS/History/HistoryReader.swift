@@ -7,13 +7,18 @@ struct HistoryReader: Sendable {
     let keys: ClusterKeys
     let history: ClusterConfiguration.History
 
-    /// What a recovery found.
-    enum Outcome: Sendable {
-        /// Every message after the client's position, in order, and the position after them.
-        case recovered([(offset: UInt64, message: WebSocketMessage)], StreamPosition)
+    /// Whether a client at some position can recover.
+    enum Check: Sendable, Equatable {
+        /// Messages `first…now.offset` are to be replayed (none when `first > now.offset`).
+        case replay(first: UInt64, now: StreamPosition)
         /// The client cannot have what it missed; it starts again from the position.
         case failed(ClusterProtocol.Reason, StreamPosition)
     }
+
+    /// Messages read per history page: a page is at most this many messages
+    /// (each at most `maxMessageSize`), so one reply stays far below
+    /// `maxRedisReplyBytes` whatever the history holds.
+    static let pageSize = 64
 
     func channel(of stream: HistoryStream) -> String {
         switch stream {
@@ -34,32 +39,43 @@ struct HistoryReader: Sendable {
         return StreamPosition(offset: UInt64(top), epoch: epoch)
     }
 
-    /// The messages of `stream` after `position`, up to its current one.
-    func recover(_ stream: HistoryStream, after position: StreamPosition) async throws -> Outcome {
+    /// Whether `stream` still holds every message after `position`.
+    func check(_ stream: HistoryStream, after position: StreamPosition) async throws -> Check {
         let now = try await current(stream)
         guard now.epoch == position.epoch else { return .failed(.epochChanged, now) }
         guard position.offset <= now.offset else { return .failed(.invalidOffset, now) }
         let missing = now.offset - position.offset
-        guard missing > 0 else { return .recovered([], now) }
+        guard missing > 0 else { return .replay(first: position.offset + 1, now: now) }
         guard missing <= UInt64(history.maxLength) else { return .failed(.trimmed, now) }
+        // The first missing message must still be there (trimmed by length, or expired with the stream).
         let key = HistoryKeys(channel: channel(of: stream)).stream
-        let reply = try await redis.send(RedisCommand("XRANGE", .string(key), .string("\(position.offset + 1)-0"),
-                                                      .string("\(now.offset)-0")))
+        let first = try await redis.send(RedisCommand("XRANGE", .string(key), .string("\(position.offset + 1)-0"), "+", "COUNT", 1))
+        guard let entry = first.array?.first else { return .failed(.expired, now) }
+        guard Self.offset(of: entry) == position.offset + 1 else { return .failed(.trimmed, now) }
+        return .replay(first: position.offset + 1, now: now)
+    }
+
+    /// Up to ``pageSize`` messages of `stream` from offset `first` to `last`;
+    /// `nil` when the history no longer starts at `first` (trimmed meanwhile).
+    func page(_ stream: HistoryStream, from first: UInt64, to last: UInt64) async throws
+        -> [(offset: UInt64, message: WebSocketMessage)]? {
+        let key = HistoryKeys(channel: channel(of: stream)).stream
+        let reply = try await redis.send(RedisCommand("XRANGE", .string(key), .string("\(first)-0"), .string("\(last)-0"),
+                                                      "COUNT", .integer(Self.pageSize)))
         var messages: [(offset: UInt64, message: WebSocketMessage)] = []
-        var expected = position.offset + 1
+        var expected = first
         for entry in reply.array ?? [] {
-            guard let parts = entry.array, parts.count == 2, let id = parts[0].string,
-                  let offset = id.split(separator: "-").first.flatMap({ UInt64($0) }),
+            guard Self.offset(of: entry) == expected, let parts = entry.array, parts.count == 2,
                   let fields = parts[1].array, fields.count >= 2, case .bulkString(let bytes) = fields[1],
-                  let envelope = try? Envelope(decoding: bytes) else { continue }
-            // A gap: something in between was trimmed (or the stream was cut short).
-            guard offset == expected else { return .failed(.trimmed, now) }
-            messages.append((offset, WebSocketMessage(kind: envelope.kind, data: envelope.payload)))
+                  let envelope = try? Envelope(decoding: bytes) else { return nil }
+            messages.append((expected, WebSocketMessage(kind: envelope.kind, data: envelope.payload)))
             expected += 1
         }
-        guard UInt64(messages.count) == missing else {
-            return .failed(messages.isEmpty ? .expired : .trimmed, now)
-        }
-        return .recovered(messages, now)
+        return messages.isEmpty ? nil : messages
+    }
+
+    /// The offset of a stream entry (`<offset>-0`).
+    private static func offset(of entry: RedisValue) -> UInt64? {
+        entry.array?.first?.string?.split(separator: "-").first.flatMap { UInt64($0) }
     }
 }

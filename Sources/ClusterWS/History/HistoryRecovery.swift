@@ -27,21 +27,44 @@ struct HistoryRecovery: Sendable {
     }
 
     /// Recovers `stream` for `session`; call once the node is subscribed to the stream's channel.
+    ///
+    /// The replay is paced: pages of ``HistoryReader/pageSize`` messages,
+    /// written straight to the socket, each after the previous one left the
+    /// socket's buffer — memory stays at one page whatever the history
+    /// holds, and a client that cannot keep up is closed as a slow consumer.
     func start(_ session: ProtocolSession, _ stream: HistoryStream) async {
         guard keepsHistory(stream) else { return }
         session.beginRecovery(of: stream)
-        let requested = session.requested[stream]
-        let outcome: HistoryReader.Outcome
         do {
-            if let requested {
-                outcome = try await reader.recover(stream, after: requested)
-            } else {
-                outcome = .recovered([], try await reader.current(stream))
+            guard let requested = session.requested[stream] else {
+                return session.goLive(stream, after: try await reader.current(stream), lead: nil, fresh: true)
+            }
+            switch try await reader.check(stream, after: requested) {
+            case .failed(let reason, let now):
+                session.goLive(stream, after: now, lead: ClusterProtocol.recovered(stream, replayed: 0, reason: reason, at: now))
+            case .replay(let first, let now):
+                let count = Int(now.offset - requested.offset)
+                await session.socket.sendFramed([ClusterProtocol.recovered(stream, replayed: count, reason: nil, at: now)])
+                var next = first
+                while next <= now.offset {
+                    guard let page = try await reader.page(stream, from: next, to: now.offset) else {
+                        // Trimmed while it was being replayed: the client reconnects from where it got to.
+                        await session.socket.close(code: .tryAgainLater, reason: "history changed during recovery")
+                        return
+                    }
+                    await session.socket.waitUntilWritable()
+                    if await session.socket.closeCode != nil { return }  // gone (or closed as a slow consumer)
+                    await session.socket.sendFramed(page.map { offset, message in
+                        ClusterProtocol.message(message, stream: stream, at: StreamPosition(offset: offset, epoch: now.epoch))
+                    })
+                    next += UInt64(page.count)
+                }
+                session.goLive(stream, after: now, lead: nil)
             }
         } catch {
-            outcome = .failed(.unavailable, StreamPosition(offset: 0, epoch: ""))
+            let unknown = StreamPosition(offset: 0, epoch: "")
+            session.goLive(stream, after: unknown, lead: ClusterProtocol.recovered(stream, replayed: 0, reason: .unavailable, at: unknown))
         }
-        session.finishRecovery(of: stream, outcome, fresh: requested == nil)
     }
 
     /// Accepts the client protocol on an upgrade that offers it: the answer

@@ -69,38 +69,26 @@ final class ProtocolSession: Sendable {
         }
     }
 
-    /// Ends a recovery: tells the client the outcome (and, for a new
-    /// subscription without a position, where the stream is), sends what was
-    /// replayed, then what arrived live meanwhile after it; then goes live.
-    func finishRecovery(of stream: HistoryStream, _ outcome: HistoryReader.Outcome, fresh: Bool) {
+    /// Ends a recovery and goes live after `last`: sends `lead` (the outcome
+    /// frame, unless the replay already told it), then what arrived live
+    /// meanwhile after `last`. With `fresh` (a client that sent no position
+    /// for the stream), `lead` is the `position` frame, moved back to just
+    /// before the first held message: what arrived since the subscription is
+    /// the client's to have.
+    func goLive(_ stream: HistoryStream, after last: StreamPosition, lead: WebSocketMessage?, fresh: Bool = false) {
+        var last = last
         var frames: [WebSocketMessage] = []
-        var last: StreamPosition
-        switch outcome {
-        case .recovered(let messages, let now):
-            frames.append(fresh ? ClusterProtocol.position(stream, now)
-                                : ClusterProtocol.recovered(stream, replayed: messages.count, reason: nil, at: now))
-            for (offset, message) in messages {
-                frames.append(ClusterProtocol.message(message, stream: stream, at: StreamPosition(offset: offset, epoch: now.epoch)))
-            }
-            last = now
-        case .failed(let reason, let now):
-            frames.append(ClusterProtocol.recovered(stream, replayed: 0, reason: reason, at: now))
-            last = now
-        }
-        // Under the lock, so a live message cannot slip between the replay and the held ones.
+        // Under the lock, so a live message cannot slip in between.
         streams.withLock { streams in
-            if case .recovering(let held, _) = streams[stream], fresh, case .recovered = outcome,
-               let first = held.first, first.0.epoch == last.epoch, first.0.offset <= last.offset {
-                // A new connection without a position: what arrived since the subscription
-                // is its to have, so the stream starts for it just before the first of those.
+            let held: [(StreamPosition, WebSocketMessage)]
+            if case .recovering(let pending, _) = streams[stream] { held = pending } else { held = [] }
+            if fresh, let first = held.first, first.0.epoch == last.epoch, first.0.offset <= last.offset {
                 last = StreamPosition(offset: first.0.offset - 1, epoch: last.epoch)
-                frames[0] = ClusterProtocol.position(stream, last)
             }
-            if case .recovering(let held, _) = streams[stream] {
-                for (position, message) in held where position.epoch != last.epoch || position.offset > last.offset {
-                    frames.append(ClusterProtocol.message(message, stream: stream, at: position))
-                    last = position
-                }
+            if fresh { frames.append(ClusterProtocol.position(stream, last)) } else if let lead { frames.append(lead) }
+            for (position, message) in held where position.epoch != last.epoch || position.offset > last.offset {
+                frames.append(ClusterProtocol.message(message, stream: stream, at: position))
+                last = position
             }
             streams[stream] = .live(last)
             for frame in frames { server.send(frame, to: [socket], framed: true) }

@@ -35,6 +35,7 @@ public actor WebSocket {
     nonisolated let counters: NodeCounters
     private var unwritableBytes = 0
     private var flushScheduled = false
+    private var writableWaiters: [CheckedContinuation<Void, Never>] = []
     /// Asks the handler to close, with a handshake or at once.
     private var closeRequested: ((WebSocketCloseCode, String, CloseMode) -> Void)?
     private var closeWaiters: [CheckedContinuation<WebSocketCloseCode, Never>] = []
@@ -133,7 +134,30 @@ public actor WebSocket {
     }
 
     func writabilityChanged(isWritable: Bool) {
-        if isWritable { unwritableBytes = 0 }
+        guard isWritable else { return }
+        unwritableBytes = 0
+        resumeWritableWaiters()
+    }
+
+    /// Writes messages that are already in their final form (no subprotocol
+    /// wrapping), in order, now, with one flush. For a paced stream of many
+    /// (a history replay): call ``waitUntilWritable()`` between batches.
+    package func sendFramed(_ messages: [WebSocketMessage]) {
+        guard !messages.isEmpty else { return }
+        write(WebSocketFrameEncoding.burst(messages))
+    }
+
+    /// Returns once the socket takes more without queueing (its outbound
+    /// buffer back under the channel's high-water mark), or once it closed.
+    package func waitUntilWritable() async {
+        guard closeCode == nil, !channel.isWritable else { return }
+        await withCheckedContinuation { writableWaiters.append($0) }
+    }
+
+    private func resumeWritableWaiters() {
+        let waiters = writableWaiters
+        writableWaiters = []
+        for waiter in waiters { waiter.resume() }
     }
 
     func attach(close: @escaping (WebSocketCloseCode, String, CloseMode) -> Void) {
@@ -146,6 +170,7 @@ public actor WebSocket {
         closeCause = cause
         closeRequested = nil
         inbound.finish()
+        resumeWritableWaiters()
         let waiters = closeWaiters
         closeWaiters = []
         for waiter in waiters { waiter.resume(returning: code) }

@@ -170,6 +170,39 @@ struct HistoryRecoveryTests {
         }
     }
 
+    /// A replay far bigger than a connection's outbound budget (the test
+    /// nodes allow 512 KiB) goes out in pages, each after the last left the
+    /// socket: 1,500 messages of 2 KiB (≈ 4 MiB of frames) arrive, and the
+    /// client is not closed as a slow consumer.
+    @Test func aLargeReplayIsPacedNotDumped() async throws {
+        try await withCluster(["a", "b"], RoutingCase(driver: .pubSub, backend: .single), configure: {
+            Self.historyOn(&$0)
+            $0.history.maxLength = 2_000
+        }) { cluster in
+            let first = try await ProtocolClient.connect(cluster["b"], uid: "big")
+            let start = try #require(first.opening.first?.position)
+            first.cut()
+            let body = String(repeating: "y", count: 2_048)
+            for index in 1...1_500 { try await cluster["a"].sender.post(uid: "big", .text("\(index) \(body)")) }
+            try await cluster["a"].sender.send(uid: "big", .text("end"))
+            let port = try await cluster["a"].waitUntilListening()
+            let raw = try await RawClient.connect(port: port)
+            let value = "\(start.offset).\(start.epoch).user:big".addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+            _ = try await raw.upgrade(path: "/ws?uid=big&clusterws-position=" + value, extra: ["Sec-WebSocket-Protocol: clusterws.v1"])
+            let outcome = try ProtocolFrame(try await raw.readFrame())
+            #expect(outcome.recovered == true && outcome.replayed == 1_501, "\(outcome)")
+            var offsets: [UInt64] = []
+            while offsets.count < 1_501 {
+                let frame = try await within(.seconds(10), "a replayed frame") { try await raw.readFrame() }
+                #expect(frame.opcode == Wire.text, "closed: \(frame.closeCode.map(String.init) ?? "-") \(frame.closeReason)")
+                guard frame.opcode == Wire.text else { return }
+                offsets.append(try ProtocolFrame(frame).offset ?? 0)
+            }
+            #expect(offsets == (1...1_501).map { UInt64($0) })
+            #expect(cluster["a"].counters.dropped(.slowConsumer) == 0)
+        }
+    }
+
     /// Past `history.maxLength`, the client is told it cannot recover, and
     /// where the stream is now; nothing is replayed.
     @Test func historyTrimmedPastTheClientsOffsetIsNotRecovered() async throws {
