@@ -246,7 +246,7 @@ extension ClusterConfiguration {
         try require(maxConnectionsPerUser >= 1, "maxConnectionsPerUser must be at least 1")
         try require(queue.maxLength >= 1, "queue.maxLength must be at least 1")
         try require(queue.replicaAcks >= 0, "queue.replicaAcks must not be negative")
-        try history.validate(driver: driver)
+        try history.validate()
         try require(failover.wait >= .zero, "failover.wait must not be negative")
         try require(failover.maxWaitingBytesPerShard >= 0, "failover.maxWaitingBytesPerShard must not be negative")
         try require(failover.deduplicationWindow > 0 && failover.deduplicationWindow <= 16 << 20,

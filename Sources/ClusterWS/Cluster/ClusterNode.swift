@@ -172,7 +172,10 @@ public final class ClusterNode: Service, Sendable {
         let recovery = self.recovery
         server.addRoute(path, framing: HistoryRecovery.framing) { request in
             guard let uid = try await authenticate(request) else { return recovery.negotiate(.accept(), for: request) }
-            return recovery.negotiate(try await registration.admit(uid: uid, connection: request.connectionID), for: request)
+            // Where a fresh client-protocol connection starts: read before admission makes it visible.
+            let baseline = await recovery.baseline(for: request, uid: uid)
+            return recovery.negotiate(try await registration.admit(uid: uid, connection: request.connectionID), for: request,
+                                      baseline: baseline)
         } onAbandon: { request, attributes in
             if let uid = attributes["uid"] { registration.release(uid: uid, connection: request.connectionID) }
         } onClose: { socket, _ in

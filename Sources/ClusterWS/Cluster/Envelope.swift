@@ -106,11 +106,16 @@ package struct Envelope: Sendable, Equatable {
         }
         try buffer.writeCount(payload.readableBytes)
         buffer.writeImmutableBuffer(payload)
-        if let history {
-            buffer.writeInteger(history.offset)
-            try buffer.writeShortString(history.epoch)
-        }
+        if let history { try Self.appendHistory(history, to: &buffer) }
         return buffer
+    }
+
+    /// Appends a history block to an encoded envelope that has none (what
+    /// the history scripts do on Redis; the queue driver on a Redis Cluster
+    /// does it on the node).
+    static func appendHistory(_ position: StreamPosition, to encoded: inout ByteBuffer) throws(EnvelopeError) {
+        encoded.writeInteger(position.offset)
+        try encoded.writeShortString(position.epoch)
     }
 
     /// Decodes one envelope; every length is checked against what is there.

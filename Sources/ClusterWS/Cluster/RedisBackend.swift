@@ -33,8 +33,15 @@ package enum RedisBackend: Sendable {
         let buffer = configuration.limits.subscriberBuffer
         let counters = context.counters
         let onOverflow: @Sendable (Int) -> Void = { counters.drop(.subscriberOverflow, count: $0) }
+        // Scripts are loaded on every (re)connect (on a Redis Cluster: on every node's),
+        // so calls by SHA find them even right after a Redis restart, and posts keep
+        // their order (a NOSCRIPT retry would put a post behind later ones).
+        let scripts = [Registration.reserveScript, MultiUserScript.script]
+            + (configuration.driver == .queue ? [QueueScript.script] : [])
+            + (configuration.history.isEnabled ? HistoryScript.all : [])
+        let setup = scripts.map { RedisCommand("SCRIPT", "LOAD", .string($0.source)) }
         if redis.isCluster {
-            let cluster = RedisClusterClient(configuration: redis, logger: logger)
+            let cluster = RedisClusterClient(configuration: redis, logger: logger, setupCommands: setup)
             let allChannel = context.keys.allChannel
             let pubSub = ClusterPubSub(RedisShardedSubscriber(cluster: cluster, buffer: buffer, onOverflow: onOverflow,
                                                               standby: configuration.failover.standbySubscriptions,
@@ -48,13 +55,9 @@ package enum RedisBackend: Sendable {
             }
             return (.cluster(cluster, pubSub), driver)
         }
-        // Scripts are loaded on every (re)connect, so calls by SHA find them even
-        // right after a Redis restart (and posts keep their order).
-        let scripts = [Registration.reserveScript, MultiUserScript.script]
-            + (configuration.driver == .queue ? [QueueScript.script] : [])
         let connection = RedisConnection(configuration: redis, eventLoop: loops.next(), logger: logger,
                                          commandDuration: metrics.redisCommand, reconnects: metrics.redisReconnects,
-                                         setupCommands: scripts.map { RedisCommand("SCRIPT", "LOAD", .string($0.source)) })
+                                         setupCommands: setup)
         let subscriber = RedisSubscriber(configuration: redis, eventLoop: loops.next(), buffer: buffer, onOverflow: onOverflow,
                                          logger: logger, reconnects: metrics.redisReconnects)
         let driver: any DeliveryDriver = switch configuration.driver {

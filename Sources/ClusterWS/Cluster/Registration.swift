@@ -89,6 +89,7 @@ struct Registration: Sendable {
     /// Binds a connection of this node to `uid` (replacing an earlier uid):
     /// the subscription to the user's channel, then the relations.
     func bind(_ fd: DistributedFD, uid: String) async throws {
+        let baseline = await recovery.baseline(registry.session(fd.fd), .user(uid))
         let previous = try await registry.bind(fd.fd, uid: uid)
         var all: [RedisCommand] = []
         if let previous { all += commands.unbind(fd, uid: previous) }
@@ -97,7 +98,7 @@ struct Registration: Sendable {
         // A client-protocol connection: its user's stream, recovered (the channel is subscribed).
         if previous != uid, let session = registry.session(fd.fd) {
             if let previous { session.end(.user(previous)) }
-            await recovery.start(session, .user(uid))
+            await recovery.start(session, .user(uid), baseline: baseline)
         }
     }
 

@@ -61,6 +61,7 @@ extension ClusterNode {
     public func join(_ fd: DistributedFD, room: String) async throws {
         try checks.check(room: room)
         try requireLocal(fd)
+        let baseline = await recovery.baseline(registry.session(fd.fd), .room(room))
         let first: Bool
         do {
             first = try await registry.join(fd.fd, room: room, maxRooms: configuration.limits.maxRoomsPerConnection)
@@ -70,7 +71,7 @@ extension ClusterNode {
         }
         if first { try await redis.send(batch: commands.join(node: id, room: room)).throwFirstFailure() }
         // A client-protocol connection: the room's stream, recovered (the channel is subscribed).
-        if let session = registry.session(fd.fd) { await recovery.start(session, .room(room)) }
+        if let session = registry.session(fd.fd) { await recovery.start(session, .room(room), baseline: baseline) }
     }
 
     /// Removes a connection of this node from a room.

@@ -11,10 +11,15 @@ extension ClusterConfiguration {
     /// with what it last saw, the messages it missed (or the reason it
     /// cannot have them). Raw clients are unaffected.
     ///
+    /// With the queue driver the script appends the message to its history
+    /// and to the queue of every node of the user or room (this node's too);
+    /// on a Redis Cluster that is two steps (history, then the queues), and
+    /// client-protocol connections put what arrives out of order back in
+    /// offset order (`gapRepairDelay`).
+    ///
     /// Costs: one script per message instead of one `PUBLISH`, memory in
     /// Redis for the history, and this node's own connections get a
-    /// stream's messages through Redis (in offset order) rather than
-    /// directly. Needs the pub/sub driver.
+    /// stream's messages through Redis (in offset order) rather than directly.
     public struct History: Sendable {
         /// Keep history of messages to users (`send(uid:)`, `post(uid:)`).
         public var users: Bool
@@ -32,11 +37,19 @@ extension ClusterConfiguration {
         /// is read; a connection that outgrows them is closed with 1013
         /// (try again later) and recovers on its next connection.
         public var maxRecoveryBufferBytes: Int
+        /// How long a live client-protocol connection waits for a missing
+        /// offset (a message still on its way: the queue driver with several
+        /// consumers, or a Redis Cluster, may deliver out of order) before
+        /// the node reads it from history. Messages after it wait too (held
+        /// within `maxRecoveryBufferBytes`), so the client always gets them in order.
+        public var gapRepairDelay: Duration
 
         /// Creates history settings; off by default (1,000 messages, 5 min,
-        /// epochs kept 24 h, 4 MiB held per recovering stream).
+        /// epochs kept 24 h, 4 MiB held per recovering stream, gaps repaired after 200 ms).
         public init(users: Bool = false, rooms: Bool = false, maxLength: Int = 1_000, maxAge: Duration = .seconds(300),
-                    epochLifetime: Duration = .seconds(86_400), maxRecoveryBufferBytes: Int = 4 << 20) {
+                    epochLifetime: Duration = .seconds(86_400), maxRecoveryBufferBytes: Int = 4 << 20,
+                    gapRepairDelay: Duration = .milliseconds(200)) {
+            self.gapRepairDelay = gapRepairDelay
             self.users = users
             self.rooms = rooms
             self.maxLength = maxLength
@@ -48,11 +61,8 @@ extension ClusterConfiguration {
         /// Whether history is kept for any stream.
         public var isEnabled: Bool { users || rooms }
 
-        func validate(driver: Driver) throws(ClusterError) {
+        func validate() throws(ClusterError) {
             guard isEnabled else { return }
-            guard driver == .pubSub else {
-                throw .invalidConfiguration("history needs the pub/sub driver (the queue driver does not keep history yet)")
-            }
             guard maxLength > 0, maxLength <= 1_000_000 else {
                 throw .invalidConfiguration("history.maxLength must be between 1 and 1,000,000")
             }
@@ -61,6 +71,9 @@ extension ClusterConfiguration {
             }
             guard maxRecoveryBufferBytes > 0 else {
                 throw .invalidConfiguration("history.maxRecoveryBufferBytes must be positive")
+            }
+            guard gapRepairDelay >= .zero, gapRepairDelay <= .seconds(60) else {
+                throw .invalidConfiguration("history.gapRepairDelay must be between 0 and 60 s")
             }
         }
     }

@@ -22,21 +22,61 @@ struct HistoryRecovery: Sendable {
     /// A session for `socket` if it negotiated the client protocol.
     func session(for socket: WebSocket) -> ProtocolSession? {
         guard socket.attributes["protocol"] == ClusterProtocol.subprotocol else { return nil }
-        return ProtocolSession(socket: socket, requested: ClusterProtocol.positions(in: socket.request), server: server,
-                               maxHeldBytes: history.maxRecoveryBufferBytes)
+        let baseline = socket.attributes[Self.baselineAttribute].flatMap(ClusterProtocol.parsePosition)
+        return ProtocolSession(socket: socket, requested: ClusterProtocol.positions(in: socket.request),
+                               baselines: baseline.map { [$0.0: $0.1] } ?? [:], server: server, reader: reader)
     }
 
-    /// Recovers `stream` for `session`; call once the node is subscribed to the stream's channel.
+    /// The connection attribute that carries the baseline read at the handshake.
+    static let baselineAttribute = "clusterws-baseline"
+
+    /// Whether `request` offers the client protocol (and this node speaks it).
+    func offersProtocol(_ request: WebSocketRequest) -> Bool {
+        guard history.isEnabled else { return false }
+        let offered = request.headers[canonicalForm: "Sec-WebSocket-Protocol"].map { String($0).trimmingSpaces }
+        return offered.contains(where: { $0 == ClusterProtocol.subprotocol[...] })
+    }
+
+    /// The ``baseline(_:_:)`` of a handshake's user stream, read before the
+    /// handshake is admitted — admission already makes the connection
+    /// visible to senders (it is counted in the user's set).
+    func baseline(for request: WebSocketRequest, uid: String) async -> StreamPosition? {
+        guard offersProtocol(request), keepsHistory(.user(uid)),
+              ClusterProtocol.positions(in: request)[.user(uid)] == nil else { return nil }
+        return try? await reader.current(.user(uid))
+    }
+
+    /// Where a connection that sent no position for `stream` starts: the
+    /// stream's position read *before* the connection is bound to it (call
+    /// before the subscription and the relations). Everything published
+    /// after it then reaches the client — from history, or live — even a
+    /// message whose live copy reaches this node after the position was read.
+    /// `nil` when there is nothing to read (no session, a position was sent,
+    /// no history for the stream) or Redis did not answer.
+    func baseline(_ session: ProtocolSession?, _ stream: HistoryStream) async -> StreamPosition? {
+        guard let session, keepsHistory(stream), session.requested[stream] == nil else { return nil }
+        if let early = session.baselines[stream] { return early }
+        return try? await reader.current(stream)
+    }
+
+    /// Recovers `stream` for `session`; call once the node is subscribed to
+    /// the stream's channel, with the ``baseline(_:_:)`` read before that.
     ///
     /// The replay is paced: pages of ``HistoryReader/pageSize`` messages,
     /// written straight to the socket, each after the previous one left the
     /// socket's buffer — memory stays at one page whatever the history
     /// holds, and a client that cannot keep up is closed as a slow consumer.
-    func start(_ session: ProtocolSession, _ stream: HistoryStream) async {
+    func start(_ session: ProtocolSession, _ stream: HistoryStream, baseline: StreamPosition?) async {
         guard keepsHistory(stream) else { return }
         session.beginRecovery(of: stream)
         do {
             guard let requested = session.requested[stream] else {
+                // A fresh client: its position is the baseline, and what was sent since is replayed.
+                if let baseline, case .replay(let first, let now) = try await reader.check(stream, after: baseline) {
+                    await session.socket.sendFramed([ClusterProtocol.position(stream, baseline)])
+                    guard try await replay(session, stream, from: first, to: now) else { return }
+                    return session.goLive(stream, after: now, lead: nil)
+                }
                 return session.goLive(stream, after: try await reader.current(stream), lead: nil, fresh: true)
             }
             switch try await reader.check(stream, after: requested) {
@@ -45,20 +85,7 @@ struct HistoryRecovery: Sendable {
             case .replay(let first, let now):
                 let count = Int(now.offset - requested.offset)
                 await session.socket.sendFramed([ClusterProtocol.recovered(stream, replayed: count, reason: nil, at: now)])
-                var next = first
-                while next <= now.offset {
-                    guard let page = try await reader.page(stream, from: next, to: now.offset) else {
-                        // Trimmed while it was being replayed: the client reconnects from where it got to.
-                        await session.socket.close(code: .tryAgainLater, reason: "history changed during recovery")
-                        return
-                    }
-                    await session.socket.waitUntilWritable()
-                    if await session.socket.closeCode != nil { return }  // gone (or closed as a slow consumer)
-                    await session.socket.sendFramed(page.map { offset, message in
-                        ClusterProtocol.message(message, stream: stream, at: StreamPosition(offset: offset, epoch: now.epoch))
-                    })
-                    next += UInt64(page.count)
-                }
+                guard try await replay(session, stream, from: first, to: now) else { return }
                 session.goLive(stream, after: now, lead: nil)
             }
         } catch {
@@ -67,13 +94,38 @@ struct HistoryRecovery: Sendable {
         }
     }
 
+    /// Writes `stream`'s messages `first…now.offset` to the session's socket,
+    /// a page at a time; `false` when the socket closed (or was closed
+    /// because the history was trimmed meanwhile: the client resumes from
+    /// where it got to).
+    private func replay(_ session: ProtocolSession, _ stream: HistoryStream, from first: UInt64, to now: StreamPosition)
+        async throws -> Bool {
+        var next = first
+        while next <= now.offset {
+            guard let page = try await reader.page(stream, from: next, to: now.offset) else {
+                await session.socket.close(code: .tryAgainLater, reason: "history changed during recovery")
+                return false
+            }
+            await session.socket.waitUntilWritable()
+            if await session.socket.closeCode != nil { return false }  // gone (or closed as a slow consumer)
+            await session.socket.sendFramed(page.map { offset, message in
+                ClusterProtocol.message(message, stream: stream, at: StreamPosition(offset: offset, epoch: now.epoch))
+            })
+            next += UInt64(page.count)
+        }
+        return true
+    }
+
     /// Accepts the client protocol on an upgrade that offers it: the answer
-    /// names it (`Sec-WebSocket-Protocol`), and the connection is marked.
-    func negotiate(_ decision: WebSocketUpgradeDecision, for request: WebSocketRequest) -> WebSocketUpgradeDecision {
-        guard history.isEnabled, case .accept(var attributes, var headers) = decision.outcome else { return decision }
-        let offered = request.headers[canonicalForm: "Sec-WebSocket-Protocol"].map { String($0).trimmingSpaces }
-        guard offered.contains(where: { $0 == ClusterProtocol.subprotocol[...] }) else { return decision }
+    /// names it (`Sec-WebSocket-Protocol`), and the connection is marked
+    /// (with the `baseline` of its user's stream, read before admission).
+    func negotiate(_ decision: WebSocketUpgradeDecision, for request: WebSocketRequest,
+                   baseline: StreamPosition? = nil) -> WebSocketUpgradeDecision {
+        guard offersProtocol(request), case .accept(var attributes, var headers) = decision.outcome else { return decision }
         attributes["protocol"] = ClusterProtocol.subprotocol
+        if let baseline, let uid = attributes["uid"] {
+            attributes[Self.baselineAttribute] = "\(baseline.offset).\(baseline.epoch).\(HistoryStream.user(uid))"
+        }
         headers.replaceOrAdd(name: "Sec-WebSocket-Protocol", value: ClusterProtocol.subprotocol)
         return .accept(attributes: attributes, headers: headers)
     }

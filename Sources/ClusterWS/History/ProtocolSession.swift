@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import Synchronization
 
@@ -6,29 +7,41 @@ import Synchronization
 ///
 /// Per stream, a connection is either **recovering** — its history is being
 /// read; live messages that arrive meanwhile are held (up to
-/// `history.maxRecoveryBufferBytes`) — or **live**: messages go out at once,
-/// and one at or below the last offset sent (a replayed message arriving
-/// live too) is dropped. So after a recovery the client sees every message
-/// once, in offset order, with no gap between history and live.
+/// `history.maxRecoveryBufferBytes`) — or **live** (a ``LiveStream``):
+/// messages go out in offset order, each once. A gap in the offsets (a
+/// message still on its way, or lost by pub/sub while the subscriber was
+/// reconnecting) is given `history.gapRepairDelay` to fill by itself; then
+/// the missing messages are read from history, or — when history no longer
+/// has them — the client is told (`recovered: false`, `trimmed`) and goes
+/// on. So the client sees every message once, in offset order, with no gap
+/// it is not told about.
 final class ProtocolSession: Sendable {
     let socket: WebSocket
     /// What the client said it last saw, per stream (from the upgrade request).
     let requested: [HistoryStream: StreamPosition]
+    /// Where the client starts on a stream it sent no position for, when
+    /// read before the connection became visible (its user, at the handshake).
+    let baselines: [HistoryStream: StreamPosition]
     private let server: WebSocketServer
+    private let reader: HistoryReader
     private let maxHeldBytes: Int
 
     private enum Phase {
         case recovering(held: [(StreamPosition, WebSocketMessage)], bytes: Int)
-        case live(StreamPosition)
+        /// `repairing`: a task is filling (or waiting to fill) the stream's gap.
+        case live(LiveStream, repairing: Bool)
     }
 
     private let streams = Mutex<[HistoryStream: Phase]>([:])
 
-    init(socket: WebSocket, requested: [HistoryStream: StreamPosition], server: WebSocketServer, maxHeldBytes: Int) {
+    init(socket: WebSocket, requested: [HistoryStream: StreamPosition], baselines: [HistoryStream: StreamPosition] = [:],
+         server: WebSocketServer, reader: HistoryReader) {
         self.socket = socket
         self.requested = requested
+        self.baselines = baselines
         self.server = server
-        self.maxHeldBytes = maxHeldBytes
+        self.reader = reader
+        self.maxHeldBytes = reader.history.maxRecoveryBufferBytes
     }
 
     /// Starts holding `stream`'s live messages (before its history is read;
@@ -41,7 +54,7 @@ final class ProtocolSession: Sendable {
 
     /// A live message of `stream` at `position`.
     func deliver(_ message: WebSocketMessage, stream: HistoryStream, at position: StreamPosition) {
-        enum Action { case send, drop, overflow }
+        enum Action { case none, repair, overflow }
         let action = streams.withLock { streams -> Action in
             switch streams[stream] {
             case .recovering(var held, let bytes):
@@ -49,54 +62,100 @@ final class ProtocolSession: Sendable {
                 guard bytes + size <= maxHeldBytes else { return .overflow }
                 held.append((position, message))
                 streams[stream] = .recovering(held: held, bytes: bytes + size)
-                return .drop
-            case .live(let last):
-                if last.epoch == position.epoch, position.offset <= last.offset { return .drop }
-                streams[stream] = .live(position)
-                return .send
+                return .none
+            case .live(var live, let repairing):
+                send(live.accept(message, at: position), of: stream)
+                guard live.heldBytes <= maxHeldBytes else { return .overflow }
+                let repair = !repairing && live.gap != nil
+                streams[stream] = .live(live, repairing: repairing || repair)
+                return repair ? .repair : .none
             case nil:
                 // Not bound to this stream (yet): the binding's recovery will cover it.
                 streams[stream] = .recovering(held: [(position, message)], bytes: message.data.readableBytes)
-                return .drop
+                return .none
             }
         }
         switch action {
-        case .send: server.send(ClusterProtocol.message(message, stream: stream, at: position), to: [socket], framed: true)
-        case .drop: break
-        case .overflow:
-            socket.counters.hit(.recoveryBuffer)
-            Task { await socket.close(code: .tryAgainLater, reason: "recovery buffer full") }
+        case .none: break
+        case .repair: Task { await self.repairGap(of: stream) }
+        case .overflow: overflowed()
         }
     }
 
     /// Ends a recovery and goes live after `last`: sends `lead` (the outcome
     /// frame, unless the replay already told it), then what arrived live
-    /// meanwhile after `last`. With `fresh` (a client that sent no position
-    /// for the stream), `lead` is the `position` frame, moved back to just
-    /// before the first held message: what arrived since the subscription is
-    /// the client's to have.
+    /// meanwhile after `last`, in offset order. With `fresh` (a client that
+    /// sent no position for the stream, whose baseline could not be read),
+    /// `lead` is the `position` frame, moved back to just before the first
+    /// held message: what arrived since the subscription is the client's to have.
     func goLive(_ stream: HistoryStream, after last: StreamPosition, lead: WebSocketMessage?, fresh: Bool = false) {
         var last = last
-        var frames: [WebSocketMessage] = []
         // Under the lock, so a live message cannot slip in between.
-        streams.withLock { streams in
+        let repair = streams.withLock { streams -> Bool in
             let held: [(StreamPosition, WebSocketMessage)]
             if case .recovering(let pending, _) = streams[stream] { held = pending } else { held = [] }
-            if fresh, let first = held.first, first.0.epoch == last.epoch, first.0.offset <= last.offset {
-                last = StreamPosition(offset: first.0.offset - 1, epoch: last.epoch)
+            if fresh, let first = held.filter({ $0.0.epoch == last.epoch }).map(\.0.offset).min(), first <= last.offset {
+                last = StreamPosition(offset: first - 1, epoch: last.epoch)
             }
-            if fresh { frames.append(ClusterProtocol.position(stream, last)) } else if let lead { frames.append(lead) }
-            for (position, message) in held where position.epoch != last.epoch || position.offset > last.offset {
-                frames.append(ClusterProtocol.message(message, stream: stream, at: position))
-                last = position
+            if fresh {
+                server.send(ClusterProtocol.position(stream, last), to: [socket], framed: true)
+            } else if let lead {
+                server.send(lead, to: [socket], framed: true)
             }
-            streams[stream] = .live(last)
-            for frame in frames { server.send(frame, to: [socket], framed: true) }
+            var live = LiveStream(after: last)
+            for (position, message) in held { send(live.accept(message, at: position), of: stream) }
+            streams[stream] = .live(live, repairing: live.gap != nil)
+            return live.gap != nil
         }
+        if repair { Task { await self.repairGap(of: stream) } }
     }
 
     /// Forgets `stream` (the connection left the room or was bound to another uid).
     func end(_ stream: HistoryStream) {
         _ = streams.withLock { $0.removeValue(forKey: stream) }
+    }
+
+    /// Waits `history.gapRepairDelay` for `stream`'s gap to fill by itself,
+    /// then reads what is still missing from history, a page at a time; what
+    /// history no longer has is skipped, and the client told.
+    private func repairGap(of stream: HistoryStream) async {
+        try? await Task.sleep(for: reader.history.gapRepairDelay)
+        while await socket.closeCode == nil {
+            let missing = streams.withLock { streams -> (ClosedRange<UInt64>, String)? in
+                guard case .live(let live, _) = streams[stream] else { return nil }  // ended meanwhile
+                guard let gap = live.gap else {
+                    streams[stream] = .live(live, repairing: false)
+                    return nil
+                }
+                return (gap, live.last.epoch)
+            }
+            guard let (gap, epoch) = missing else { return }
+            let page = try? await reader.page(stream, from: gap.lowerBound, to: gap.upperBound)
+            streams.withLock { streams in
+                guard case .live(var live, let repairing) = streams[stream], live.last.epoch == epoch else { return }
+                if let page {
+                    send(live.fill(page), of: stream)
+                } else {
+                    socket.counters.drop(.historyGap, count: gap.count, metadata: ["stream": "\(stream)"])
+                    let skipped = StreamPosition(offset: gap.upperBound, epoch: epoch)
+                    server.send(ClusterProtocol.recovered(stream, replayed: 0, reason: .trimmed, at: skipped), to: [socket], framed: true)
+                    send(live.skipGap(), of: stream)
+                }
+                streams[stream] = .live(live, repairing: repairing)
+            }
+        }
+    }
+
+    /// Writes `frames` of `stream` (call under the lock: frames leave in the order they were decided).
+    private func send(_ frames: LiveStream.Frames, of stream: HistoryStream) {
+        for (position, message) in frames {
+            server.send(ClusterProtocol.message(message, stream: stream, at: position), to: [socket], framed: true)
+        }
+    }
+
+    /// More held than `history.maxRecoveryBufferBytes`: the client is closed and recovers on its next connection.
+    private func overflowed() {
+        socket.counters.hit(.recoveryBuffer)
+        Task { await socket.close(code: .tryAgainLater, reason: "recovery buffer full") }
     }
 }

@@ -22,6 +22,9 @@ package enum DropReason: String, CaseIterable, Sendable {
     case subscriberOverflow = "subscriber_overflow"
     /// A message an event loop's fan-out queue had no room for.
     case fanOutOverflow = "fanout_overflow"
+    /// Messages a client-protocol connection missed live that history no
+    /// longer had; the client was told (`recovered: false`).
+    case historyGap = "history_gap"
 
     /// What the log says when it happens.
     var logMessage: String {
@@ -36,6 +39,7 @@ package enum DropReason: String, CaseIterable, Sendable {
         case .shardUnavailable: "a posted message's Redis Cluster shard has no reachable master (failover); dropped"
         case .subscriberOverflow: "the router's buffer is full; dropping messages from Redis"
         case .fanOutOverflow: "an event loop's fan-out queue is full; dropping messages for it"
+        case .historyGap: "a client-protocol connection missed messages that history no longer has; the client was told"
         }
     }
 
@@ -43,7 +47,7 @@ package enum DropReason: String, CaseIterable, Sendable {
     var logLevel: Logger.Level {
         switch self {
         case .stale, .slowConsumer, .rateLimit, .byteRateLimit, .keepaliveTimeout: .info
-        case .garbage, .postFailed, .shardUnavailable, .subscriberOverflow, .fanOutOverflow: .warning
+        case .garbage, .postFailed, .shardUnavailable, .subscriberOverflow, .fanOutOverflow, .historyGap: .warning
         }
     }
 }

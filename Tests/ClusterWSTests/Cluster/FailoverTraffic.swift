@@ -170,7 +170,6 @@ struct FailoverTraffic {
         }
 
         let clock = ContinuousClock()
-        let start = clock.now
         let sender = cluster["a"].sender
         let relay = self.relay
         let traffic = Task {

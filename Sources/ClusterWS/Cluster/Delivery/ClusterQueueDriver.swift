@@ -32,6 +32,7 @@ struct ClusterQueueDriver: DeliveryDriver {
     }
 
     func send(_ delivery: RemoteDelivery) async throws -> [Int] {
+        if delivery.keepsHistory, let sent = try await sendWithHistory(delivery) { return sent }
         let keys = context.keys
         var epochs: [String: UInt64] = [:]
         switch delivery.destination {
@@ -46,14 +47,52 @@ struct ClusterQueueDriver: DeliveryDriver {
             epochs[node] = epoch
         case .room, .everyone:
             let set = if case .room(let room) = delivery.destination { keys.roomNodes(room) } else { keys.nodes }
-            let nodes = try await cluster.send(RedisCommand("SMEMBERS", .string(set))).array?.compactMap(\.string) ?? []
-            let alive = try await cluster.send(batch: nodes.map { RedisCommand("GET", .string(keys.alive($0))) })
-            for (node, value) in zip(nodes, alive) {
-                if let text = (try? value.get())?.string, let epoch = UInt64(text, radix: 16) { epochs[node] = epoch }
-            }
+            epochs = try await liveNodes(in: set)
         }
         epochs[context.id] = nil
         return [try await append(delivery.envelope, epochs: epochs).count]
+    }
+
+    /// With history: the message is appended to its stream's history first
+    /// (``HistoryScript/appendOnly``, on the stream's slot), then queued with
+    /// its position on every node of the user or room — this one's too, so
+    /// every node delivers in offset order. Two steps, not one: a node that
+    /// dies between them leaves the message in history only, and two
+    /// senders' messages may reach a node's queue in the other order; a
+    /// client-protocol connection is unaffected (it takes messages in offset
+    /// order, and reads a missing one from history), raw ones may see that
+    /// order. `nil` for other destinations.
+    private func sendWithHistory(_ delivery: RemoteDelivery) async throws -> [Int]? {
+        let keys = context.keys
+        let channel: String
+        var epochs: [String: UInt64]
+        switch delivery.destination {
+        case .user(let uid):
+            channel = keys.userChannel(uid)
+            epochs = try await UserNodes.read([uid], from: cluster, context: context, includingSelf: true).epochs
+        case .room(let room):
+            channel = keys.roomChannel(room)
+            epochs = try await liveNodes(in: keys.roomNodes(room))
+        default:
+            return nil
+        }
+        let (scriptKeys, arguments) = HistoryScript.call(delivery, channel: channel, history: context.history)
+        let position = try HistoryScript.position(in: try await cluster.evaluate(HistoryScript.appendOnly, keys: scriptKeys, arguments))
+        var envelope = delivery.envelope
+        try Envelope.appendHistory(position, to: &envelope)
+        return [try await append(envelope, epochs: epochs, includingSelf: true).count]
+    }
+
+    /// The nodes in `set` that are alive, with their epochs.
+    private func liveNodes(in set: String) async throws -> [String: UInt64] {
+        let keys = context.keys
+        let nodes = try await cluster.send(RedisCommand("SMEMBERS", .string(set))).array?.compactMap(\.string) ?? []
+        let alive = try await cluster.send(batch: nodes.map { RedisCommand("GET", .string(keys.alive($0))) })
+        var epochs: [String: UInt64] = [:]
+        for (node, value) in zip(nodes, alive) {
+            if let text = (try? value.get())?.string, let epoch = UInt64(text, radix: 16) { epochs[node] = epoch }
+        }
+        return epochs
     }
 
     func post(_ delivery: RemoteDelivery) {
@@ -76,11 +115,11 @@ struct ClusterQueueDriver: DeliveryDriver {
     /// the call (the caller may retry), and so does a write no replica
     /// confirmed in time (``ClusterError/notReplicated(node:)``: it is on the
     /// master and may still arrive, so a retry may duplicate it).
-    private func append(_ envelope: ByteBuffer, epochs: [String: UInt64]) async throws -> [String] {
+    private func append(_ envelope: ByteBuffer, epochs: [String: UInt64], includingSelf: Bool = false) async throws -> [String] {
         var commands: [RedisCommand] = []
         var nodes: [String] = []
         let queue = context.queue
-        for (node, epoch) in epochs where node != context.id {
+        for (node, epoch) in epochs where includingSelf || node != context.id {
             nodes.append(node)
             commands.append(RedisCommand("XADD", .string(context.keys.queue(node)), "MAXLEN", "~", .integer(queue.maxLength), "*",
                                          "epoch", .string(DistributedFD.hex(epoch: epoch)), "env", .bytes(envelope)))

@@ -94,12 +94,7 @@ struct PubSubDriver: DeliveryDriver {
         default: return nil
         }
         let channel = channel(of: delivery.destination)
-        let keys = HistoryKeys(channel: channel)
-        let history = context.history
-        return ([keys.meta, keys.stream], [
-            .string(channel), .bytes(delivery.envelope), .integer(history.maxLength),
-            .integer(history.maxAge.milliseconds), .integer(history.epochLifetime.milliseconds),
-            .string(HistoryScript.newEpoch()), .string(verb(channel)),
-        ])
+        let (keys, arguments) = HistoryScript.call(delivery, channel: channel, history: context.history)
+        return (keys, arguments + [.string(verb(channel))])
     }
 }

@@ -10,26 +10,35 @@ import NIOCore
 /// consumer's connection drops is read again (so duplicates are bounded by
 /// consumers × concurrency per outage).
 enum QueueScript {
+    /// The target nodes and their epochs (`epochs`), from the locals `ns`,
+    /// `mode` (user|room|all|node), `target` (room or node), `userKey` and
+    /// `targetEpoch` (node mode): a user's nodes from its connections, a
+    /// room's from the room's node set, everyone's from the node set (live ones).
+    static let targets = """
+    local epochs = {}
+    if mode == 'user' then
+      for _, fd in ipairs(redis.call('SMEMBERS', userKey)) do
+        local node, nodeEpoch = string.match(fd, '^(.*)#(%x+)#%d+$')
+        if node then epochs[node] = nodeEpoch end
+      end
+    elseif mode == 'node' then
+      epochs[target] = targetEpoch
+    else
+      local set = (mode == 'room') and (ns .. ':room-nodes:' .. target) or (ns .. ':nodes')
+      for _, node in ipairs(redis.call('SMEMBERS', set)) do
+        local nodeEpoch = redis.call('GET', ns .. ':alive:' .. node)
+        if nodeEpoch then epochs[node] = nodeEpoch end
+      end
+    end
+    """
+
     /// ARGV: namespace, mode (user|room|all|node), target, self node, maxlen,
     /// envelope, user key, target epoch (node mode).
     /// Returns how many node streams got the entry.
     static let script = LuaScript("""
     local ns, mode, target, self, maxlen, env = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-    local epochs = {}
-    if mode == 'user' then
-      for _, fd in ipairs(redis.call('SMEMBERS', ARGV[7])) do
-        local node, epoch = string.match(fd, '^(.*)#(%x+)#%d+$')
-        if node then epochs[node] = epoch end
-      end
-    elseif mode == 'node' then
-      epochs[target] = ARGV[8]
-    else
-      local set = (mode == 'room') and (ns .. ':room-nodes:' .. target) or (ns .. ':nodes')
-      for _, node in ipairs(redis.call('SMEMBERS', set)) do
-        local epoch = redis.call('GET', ns .. ':alive:' .. node)
-        if epoch then epochs[node] = epoch end
-      end
-    end
+    local userKey, targetEpoch = ARGV[7], ARGV[8]
+    \(targets)
     local count = 0
     for node, epoch in pairs(epochs) do
       if node ~= self then

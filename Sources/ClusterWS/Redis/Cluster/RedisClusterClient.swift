@@ -52,9 +52,16 @@ package final class RedisClusterClient: Sendable {
     /// How often the map is re-read while a shard is down.
     private let healInterval = Duration.milliseconds(100)
 
+    /// Commands every node connection runs after each (re)connect, before any other.
+    private let setupCommands: [RedisCommand]
+
     /// Creates a client; nothing connects until ``runUntilShutdown()``. Seeds
     /// come from `configuration.clusterSeeds` (or its host and port when it has none).
-    package init(configuration: RedisConfiguration, logger: Logger = Logger(label: "clusterws.redis.cluster")) {
+    /// `setupCommands` run on every node connection after each (re)connect
+    /// (`SCRIPT LOAD`s: a script called by SHA is then always in that node's cache).
+    package init(configuration: RedisConfiguration, logger: Logger = Logger(label: "clusterws.redis.cluster"),
+                 setupCommands: [RedisCommand] = []) {
+        self.setupCommands = setupCommands
         var configuration = configuration
         if configuration.clusterSeeds.isEmpty {
             configuration.clusterSeeds = [Address(host: configuration.host, port: configuration.port)]
@@ -416,7 +423,7 @@ package final class RedisClusterClient: Sendable {
             node.disconnectedCommandWait = min(node.disconnectedCommandWait, max(configuration.failoverWait, .milliseconds(100)))
             node.hooks.linkChanged = { [weak self] up in self?.link(address, up: up) }
             let connection = RedisConnection(configuration: node, eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
-                                             logger: logger)
+                                             logger: logger, setupCommands: setupCommands)
             state.connections[address] = connection
             return (connection, true)
         }
