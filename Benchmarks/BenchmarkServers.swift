@@ -50,6 +50,9 @@ struct BenchmarkServer: AsyncParsableCommand {
     @Option(help: "Kind node: how the forwarder sends (send: awaits Redis; post: does not).")
     var relay: Relay = .post
 
+    @Flag(help: "Kind node: keep history of every user's messages (history.users).")
+    var history = false
+
     func run() async throws {
         if ProcessInfo.processInfo.environment["BENCH_NIO_EXECUTOR"] == "1" {
             _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
@@ -95,8 +98,9 @@ struct BenchmarkServer: AsyncParsableCommand {
         let redis = try await RedisEndpoint.fromEnvironment()
         defer { redis.embedded?.terminate() }
         // Load clients send far more than a person would: no per-connection rate limit here.
-        let configuration = ClusterConfiguration(redisURL: .init(redis.url), serverID: id, namespace: "bench",
+        var configuration = ClusterConfiguration(redisURL: .init(redis.url), serverID: id, namespace: "bench",
                                                  webSocket: .init(maxMessagesPerSecond: nil))
+        configuration.history.users = history
         let node = try ClusterNode(configuration: configuration, logger: logger)
         if forward {
             // What a chat server does: each client's messages, in order, to the uid they name.

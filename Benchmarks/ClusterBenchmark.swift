@@ -12,11 +12,17 @@ import NIOPosix
 struct ClusterBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cluster",
-        abstract: "Cross-node unicast, latency under open-loop load, broadcast fan-out and idle memory of two ClusterNode processes, beside redis-benchmark."
+        abstract: "Cross-node unicast, latency under open-loop load, broadcast fan-out, idle memory and the cost of history of two ClusterNode processes, beside redis-benchmark."
     )
 
-    @Option(help: "Scenarios, comma-separated: baseline, unicast, latency, broadcast, memory, backends (one Redis vs a 3-master Redis Cluster).")
-    var scenarios = "baseline,unicast,latency,broadcast,memory,backends"
+    @Option(help: "Scenarios, comma-separated: baseline, unicast, latency, broadcast, memory, backends (one Redis vs a 3-master Redis Cluster), history (unicast with history off vs on, and recovery).")
+    var scenarios = "baseline,unicast,latency,broadcast,memory,backends,history"
+
+    @Option(help: "History scenario: missed message counts a client recovers, comma-separated.")
+    var missed = "100,10000"
+
+    @Option(help: "History scenario: how node a forwards (send or post).")
+    var historyRelay = "send"
 
     @Option(help: "Receiving clients on node b (distinct uids).")
     var receivers = 100
@@ -94,6 +100,12 @@ struct ClusterBenchmark: AsyncParsableCommand {
         }
         if selected.contains("backends") {
             tables.append(try await compareBackends(single: context))
+        }
+        if selected.contains("history") {
+            tables += try await HistoryScenario(context: context, receivers: receivers, senders: senders, messages: messages,
+                                                runs: runs, pacedSeconds: pacedSeconds,
+                                                missed: missed.split(separator: ",").compactMap { Int($0) },
+                                                relay: historyRelay).run()
         }
         if json {
             print("[" + tables.map { $0.json() }.joined(separator: ",\n") + "]")

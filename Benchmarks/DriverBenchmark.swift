@@ -50,6 +50,7 @@ struct DriverBenchmark: AsyncParsableCommand {
         for acks in redisCluster ? replicaAcks.split(separator: ",").compactMap({ Int($0) }) : [0] {
             runs.append((.queue, acks, true, false))
         }
+        runs.append((.queue, 0, true, true))
         for (driver, acks, standby, history) in runs {
             let url: String
             var single: RedisServerProcess?
@@ -80,7 +81,8 @@ struct DriverBenchmark: AsyncParsableCommand {
             "loaded: \(senders) tasks on node a each await sender.send(uid:) in turn, uids round-robin; msgs/s from the first send",
             "until the last frame is parsed by its client. light: one sender, one message at a time.",
             "Latency: from the send call to the frame parsed by the receiving client (same process, monotonic clock).",
-            "history on: every send is one script that appends to the user's history and publishes (receivers are raw clients).",
+            "history on: every send is one script that appends to the user's history and publishes (queue: appends to the nodes'",
+            "queues; on a Redis Cluster a script, then the queue writes); receivers are raw clients.",
             "copies dropped: second copies node b's router dropped by id (standby subscriptions: each message arrives twice).",
             "Both nodes, Redis and the clients share this 2-core machine.",
         ]

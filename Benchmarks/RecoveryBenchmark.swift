@@ -22,14 +22,27 @@ struct RecoveryBenchmark: AsyncParsableCommand {
     @Option(help: "Runs per count (the median is reported).")
     var runs = 5
 
+    @Option(help: "Delivery driver of the two nodes: pubSub or queue.")
+    var driver = "pubSub"
+
     func run() async throws {
         bootstrapQuietLogging()
         let counts = missed.split(separator: ",").compactMap { Int($0) }
         let redis = try await RedisEndpoint.fromEnvironment()
         defer { redis.embedded?.terminate() }
+        let table = try await Self.measure(redisURL: redis.url, counts: counts, payload: payload, runs: runs,
+                                           driver: driver == "queue" ? .queue : .pubSub)
+        print(table.render())
+    }
+
+    /// Runs two nodes (history on) in this process and times, `runs` times
+    /// per count, a `ClusterWSClient` recovering that many missed messages.
+    static func measure(redisURL: String, counts: [Int], payload: Int, runs: Int,
+                        driver: ClusterConfiguration.Driver = .pubSub) async throws -> ResultTable {
         func node(_ id: String) throws -> ClusterNode {
-            var configuration = ClusterConfiguration(redisURL: .init(redis.url), serverID: id, namespace: "bench-recovery",
+            var configuration = ClusterConfiguration(redisURL: .init(redisURL), serverID: id, namespace: "bench-recovery",
                                                      webSocket: .init(keepalive: .disabled))
+            configuration.driver = driver
             configuration.history.users = true
             configuration.history.maxLength = (counts.max() ?? 0) + 10
             var logger = Logger(label: "bench.node")
@@ -40,7 +53,7 @@ struct RecoveryBenchmark: AsyncParsableCommand {
         }
         let a = try node("a"), b = try node("b")
         let group = ServiceGroup(configuration: .init(services: [a, b], logger: Logger(label: "bench")))
-        var table = ResultTable(title: "Recovery: a client resumes on another node after N messages were sent to it while away",
+        var table = ResultTable(title: "Recovery (\(driver)): a client resumes on another node after N messages were sent to it while away",
                                 columns: ["missed", "recovery ms (median of \(runs))", "min ms", "max ms", "messages/s"])
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
@@ -96,9 +109,9 @@ struct RecoveryBenchmark: AsyncParsableCommand {
                 "to mark the end) to its user (history on); a new ClusterWSClient resumes on node a from that position. Timed from its start",
                 "(TCP connect, upgrade, history read, replay) until the Nth missed message is parsed. One Redis, same machine.",
             ]
-            print(table.render())
             await group.triggerGracefulShutdown()
             try await tasks.waitForAll()
         }
+        return table
     }
 }

@@ -15,15 +15,35 @@ struct UnicastScenario {
     var pacedSeconds: Int
     var fixedMaximum: Double?
     var relays: [String]
+    /// Extra arguments for both nodes' processes (`--history`).
+    var nodeArguments: [String] = []
+    /// Names the rows (the history scenario runs this twice).
+    var label = ""
 
     func run(baseline: [Int: Double], withLatency: Bool) async throws -> [ResultTable] {
         try await measure(baseline: baseline, withLatency: withLatency).tables
     }
 
+    /// What one measurement found, besides its tables.
+    struct Figures {
+        /// Per relay, the median full-speed msgs/s.
+        var medians: [String: Double] = [:]
+        /// Per relay, the median of the full-speed runs' p99 (µs).
+        var fullSpeedP99: [String: Int] = [:]
+        /// Per offered load (%), the open-loop p99 (µs) of the first relay.
+        var latencyP99: [Int: Int] = [:]
+    }
+
     /// The tables, and each relay's median full-speed msgs/s.
     func measure(baseline: [Int: Double], withLatency: Bool) async throws -> (tables: [ResultTable], medians: [String: Double]) {
-        progress("unicast: starting node b and \(receivers) receivers")
-        let (b, portB) = try await context.startServer(["--kind", "node", "--id", "b"])
+        let (tables, figures) = try await measureFigures(baseline: baseline, withLatency: withLatency)
+        return (tables, figures.medians)
+    }
+
+    /// The tables and the figures.
+    func measureFigures(baseline: [Int: Double], withLatency: Bool) async throws -> (tables: [ResultTable], figures: Figures) {
+        progress("unicast\(label): starting node b and \(receivers) receivers")
+        let (b, portB) = try await context.startServer(["--kind", "node", "--id", "b"] + nodeArguments)
         defer { b.stop() }
         let receiving = try context.startLoad(port: portB, path: "/ws?uid=r{n}")
         defer { receiving.stop() }
@@ -37,10 +57,11 @@ struct UnicastScenario {
                       "received once", "lost", "duplicates", "misrouted"])
         var tables: [ResultTable] = []
         var medians: [String] = []
-        var medianRates: [String: Double] = [:]
+        var figures = Figures()
         for (index, relay) in relays.enumerated() {
             progress("unicast: node a forwards with \(relay)")
-            let (a, portA) = try await context.startServer(["--kind", "node", "--id", "a", "--forward", "--relay", relay])
+            let (a, portA) = try await context.startServer(["--kind", "node", "--id", "a", "--forward", "--relay", relay]
+                                                          + nodeArguments)
             defer { a.stop() }
             let sending = try context.startLoad(port: portA, path: "/ws?uid=s{n}")
             defer { sending.stop() }
@@ -52,6 +73,7 @@ struct UnicastScenario {
             }
 
             var rates: [Double] = []
+            var p99s: [Int] = []
             for run in stride(from: 1, through: fixedMaximum == nil ? runs : 0, by: 1) {
                 progress("unicast: \(relay), full-speed run \(run)/\(runs)")
                 let outcome = try await context.tracked([(receiving, messages)], unicast: true) {
@@ -60,18 +82,22 @@ struct UnicastScenario {
                 let f = outcome.figures[0]
                 let rate = Double(f["distinct", default: 0]) / outcome.seconds
                 rates.append(rate)
-                table.add(relay, "\(run)", rate.grouped, ratio(rate, baseline[1]), ms(f["p50"]), ms(f["p90"]), ms(f["p99"]),
+                p99s.append(f["p99", default: 0])
+                table.add(relay + label, "\(run)", rate.grouped, ratio(rate, baseline[1]), ms(f["p50"]), ms(f["p90"]), ms(f["p99"]),
                           ms(f["p999"]), "\(f["distinct", default: 0])/\(messages)", "\(messages - f["distinct", default: 0])",
                           "\(f["duplicates", default: 0])", "\(f["misrouted", default: 0])")
             }
             if !rates.isEmpty {
                 let median = rates.quantile(0.5)
-                medianRates[relay] = median
+                figures.medians[relay] = median
+                figures.fullSpeedP99[relay] = p99s.sorted()[p99s.count / 2]
                 medians.append("\(relay): median \(median.grouped) msgs/s" + (baseline[1].map { " = \((median / $0).fixed(2))× redis-benchmark -P 1 (\($0.grouped))" } ?? ""))
             }
             if index == 0, withLatency {
                 let maximum = fixedMaximum ?? rates.quantile(0.5)
-                tables.append(try await latency(maximum: maximum, relay: relay, sending: sending, receiving: receiving))
+                let (table, p99s) = try await latency(maximum: maximum, relay: relay, sending: sending, receiving: receiving)
+                tables.append(table)
+                figures.latencyP99 = p99s
             }
         }
         table.notes = [
@@ -82,13 +108,14 @@ struct UnicastScenario {
             "msgs/s: distinct probes received / seconds from the first send until the last arrived. Latency: probe's send",
             "time (sender process) to its arrival (receiver process), CLOCK_MONOTONIC; at full speed it is mostly queueing.",
         ] + medians
-        return ((table.rows.isEmpty ? [] : [table]) + tables, medianRates)
+        return ((table.rows.isEmpty ? [] : [table]) + tables, figures)
     }
 
-    private func latency(maximum: Double, relay: String, sending: ChildProcess, receiving: ChildProcess) async throws -> ResultTable {
+    private func latency(maximum: Double, relay: String, sending: ChildProcess, receiving: ChildProcess) async throws
+        -> (ResultTable, [Int: Int]) {
         let size = context.payloadSize
         var latency = ResultTable(
-            title: "Latency under open-loop load (cross-node unicast, relay \(relay), \(pacedSeconds) s per rate; maximum \(maximum.grouped) msgs/s)",
+            title: "Latency under open-loop load (cross-node unicast, relay \(relay)\(label), \(pacedSeconds) s per rate; maximum \(maximum.grouped) msgs/s)",
             columns: ["offered load", "offered msgs/s", "delivered msgs/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
                       "received once", "lost", "duplicates"])
         var p99s: [Int: Int] = [:]
@@ -112,7 +139,7 @@ struct UnicastScenario {
         if let low = loads.min(), let high = loads.max(), let p99Low = p99s[low], let p99High = p99s[high], p99Low > 0 {
             latency.notes.append("p99 at \(high)% is \((Double(p99High) / Double(p99Low)).fixed(2))× p99 at \(low)%.")
         }
-        return latency
+        return (latency, p99s)
     }
 }
 

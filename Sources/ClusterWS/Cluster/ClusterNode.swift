@@ -105,8 +105,9 @@ public final class ClusterNode: Service, Sendable {
         var context = DriverContext(id: id, epoch: epoch, keys: keys, queue: configuration.queue, counters: counters,
                                     logger: logger)
         context.history = configuration.history
+        let resubscribed = LateCallback()
         let (backend, driver) = RedisBackend.make(configuration: configuration, redis: redisConfiguration,
-                                                  context: context, metrics: metrics, logger: logger)
+                                                  context: context, metrics: metrics, logger: logger, resubscribed: resubscribed)
         let registry = LocalRegistry(subscriber: backend.pubSub, keys: keys)
         let server = WebSocketServer(configuration: configuration.webSocket, eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
                                      logger: logger, counters: counters)
@@ -139,6 +140,10 @@ public final class ClusterNode: Service, Sendable {
         let recovery = HistoryRecovery(reader: HistoryReader(redis: backend.commands, keys: keys, history: configuration.history),
                                        server: server)
         self.recovery = recovery
+        // Client-protocol connections catch up on what the subscriber missed while it reconnected.
+        if configuration.history.isEnabled {
+            resubscribed.set { Task { await recovery.catchUp(registry.sessions()) } }
+        }
         var router = Router(id: id, epoch: epoch, registry: registry, server: server, counters: counters,
                             statistics: statistics, metrics: metrics)
         if case .cluster = backend, configuration.failover.standbySubscriptions {

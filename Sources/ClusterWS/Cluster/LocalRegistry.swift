@@ -49,6 +49,11 @@ package actor LocalRegistry {
         tables.withLock { $0.entries[fd]?.session }
     }
 
+    /// Every client-protocol session on this node.
+    nonisolated func sessions() -> [ProtocolSession] {
+        tables.withLock { $0.entries.values.compactMap(\.session) }
+    }
+
     /// A stream's local connections: raw ones, and those that speak the client protocol.
     nonisolated func targets(of stream: HistoryStream) -> (raw: [WebSocket], sessions: [ProtocolSession]) {
         tables.withLock { tables in

@@ -27,8 +27,10 @@ package enum RedisBackend: Sendable {
 
     /// The backend and the delivery driver for a node: the one place that
     /// knows which driver runs on which topology.
+    /// `resubscribed` runs each time the subscriber of one Redis server is
+    /// connected and subscribed again (what was published meanwhile is lost to it).
     static func make(configuration: ClusterConfiguration, redis: RedisConfiguration, context: DriverContext,
-                     metrics: ClusterMetrics, logger: Logger) -> (RedisBackend, any DeliveryDriver) {
+                     metrics: ClusterMetrics, logger: Logger, resubscribed: LateCallback? = nil) -> (RedisBackend, any DeliveryDriver) {
         let loops = MultiThreadedEventLoopGroup.singleton
         let buffer = configuration.limits.subscriberBuffer
         let counters = context.counters
@@ -58,7 +60,9 @@ package enum RedisBackend: Sendable {
         let connection = RedisConnection(configuration: redis, eventLoop: loops.next(), logger: logger,
                                          commandDuration: metrics.redisCommand, reconnects: metrics.redisReconnects,
                                          setupCommands: setup)
-        let subscriber = RedisSubscriber(configuration: redis, eventLoop: loops.next(), buffer: buffer, onOverflow: onOverflow,
+        var subscriberRedis = redis
+        if let resubscribed { subscriberRedis.hooks.linkChanged = { up in if up { resubscribed() } } }
+        let subscriber = RedisSubscriber(configuration: subscriberRedis, eventLoop: loops.next(), buffer: buffer, onOverflow: onOverflow,
                                          logger: logger, reconnects: metrics.redisReconnects)
         let driver: any DeliveryDriver = switch configuration.driver {
         case .pubSub: PubSubDriver(redis: connection, sharded: false, context: context)

@@ -94,6 +94,20 @@ struct HistoryRecovery: Sendable {
         }
     }
 
+    /// After this node's subscriber reconnected: reads the position of every
+    /// stream a client-protocol connection is live on (once per stream) and
+    /// tells the sessions, which repair what they missed from history.
+    func catchUp(_ sessions: [ProtocolSession]) async {
+        var members: [HistoryStream: [ProtocolSession]] = [:]
+        for session in sessions {
+            for stream in session.liveStreams() { members[stream, default: []].append(session) }
+        }
+        for (stream, sessions) in members {
+            guard let now = try? await reader.current(stream) else { continue }
+            for session in sessions { session.learn(now, of: stream) }
+        }
+    }
+
     /// Writes `stream`'s messages `first…now.offset` to the session's socket,
     /// a page at a time; `false` when the socket closed (or was closed
     /// because the history was trimmed meanwhile: the client resumes from

@@ -21,10 +21,14 @@ struct LiveStream {
     private var ahead: [UInt64: WebSocketMessage] = [:]
     /// The payload bytes held in `ahead`.
     private(set) var heldBytes = 0
+    /// The highest offset known to exist in the current epoch (from a
+    /// message, or from reading the stream's position): past `last`, a gap.
+    private var top: UInt64
 
     /// A live stream whose client has seen everything up to `last`.
     init(after last: StreamPosition) {
         self.last = last
+        self.top = last.offset
     }
 
     /// What to send, in order.
@@ -38,8 +42,10 @@ struct LiveStream {
             var frames = drainAll()
             frames.append((position, message))
             last = position
+            top = position.offset
             return frames
         }
+        top = max(top, position.offset)
         guard position.offset > last.offset, ahead[position.offset] == nil else { return [] }
         guard position.offset == last.offset + 1 else {
             ahead[position.offset] = message
@@ -50,10 +56,19 @@ struct LiveStream {
         return [(position, message)] + drainReady()
     }
 
-    /// The offsets missing before the first held message; `nil` without a gap.
+    /// The offsets missing before the first held message (or up to the
+    /// stream's known position when nothing is held); `nil` without a gap.
     var gap: ClosedRange<UInt64>? {
-        guard let first = ahead.keys.min() else { return nil }
-        return (last.offset + 1)...(first - 1)
+        if let first = ahead.keys.min() { return (last.offset + 1)...(first - 1) }
+        return top > last.offset ? (last.offset + 1)...top : nil
+    }
+
+    /// The stream is known to be at `position` (read from Redis after the
+    /// node's subscriber reconnected: what was published meanwhile never
+    /// arrived). A later offset than the last one sent becomes a gap.
+    mutating func learn(_ position: StreamPosition) {
+        guard position.epoch == last.epoch else { return }  // a new epoch shows itself with its first message
+        top = max(top, position.offset)
     }
 
     /// Messages read from history for the gap (in offset order): those that
@@ -69,8 +84,8 @@ struct LiveStream {
     /// The gap cannot be filled (history no longer has it): the client goes
     /// on from the first held message.
     mutating func skipGap() -> Frames {
-        guard let first = ahead.keys.min() else { return [] }
-        last = StreamPosition(offset: first - 1, epoch: last.epoch)
+        guard let gap else { return [] }
+        last = StreamPosition(offset: gap.upperBound, epoch: last.epoch)
         return drainReady()
     }
 

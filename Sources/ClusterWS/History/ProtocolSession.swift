@@ -110,6 +110,31 @@ final class ProtocolSession: Sendable {
         if repair { Task { await self.repairGap(of: stream) } }
     }
 
+    /// The streams that are live (not recovering).
+    func liveStreams() -> [HistoryStream] {
+        streams.withLock { streams in
+            streams.compactMap { stream, phase -> HistoryStream? in
+                if case .live = phase { stream } else { nil }
+            }
+        }
+    }
+
+    /// `stream` is known to be at `position` (read after this node's
+    /// subscriber reconnected: what was published while it was away never
+    /// arrived). Anything past what the client has is a gap, repaired from
+    /// history like any other — the client need not wait for the stream's
+    /// next message to get it.
+    func learn(_ position: StreamPosition, of stream: HistoryStream) {
+        let repair = streams.withLock { streams -> Bool in
+            guard case .live(var live, let repairing) = streams[stream] else { return false }
+            live.learn(position)
+            let repair = !repairing && live.gap != nil
+            streams[stream] = .live(live, repairing: repairing || repair)
+            return repair
+        }
+        if repair { Task { await self.repairGap(of: stream) } }
+    }
+
     /// Forgets `stream` (the connection left the room or was bound to another uid).
     func end(_ stream: HistoryStream) {
         _ = streams.withLock { $0.removeValue(forKey: stream) }

@@ -73,6 +73,24 @@ struct LiveStreamTests {
         #expect(live.accept(Self.message(2), at: Self.at(2, "e2")).map(\.0) == [Self.at(2, "e2")])
     }
 
+    /// After a subscriber reconnect the node reads the stream's position:
+    /// messages published meanwhile make a gap even when nothing is held.
+    @Test func aLearnedPositionMakesAGap() {
+        var live = LiveStream(after: Self.at(3))
+        live.learn(Self.at(2))
+        #expect(live.gap == nil)
+        live.learn(Self.at(6, "other"))
+        #expect(live.gap == nil)
+        live.learn(Self.at(6))
+        #expect(live.gap == 4...6)
+        #expect(live.fill([(4, Self.message(4)), (5, Self.message(5))]).map(\.0.offset) == [4, 5])
+        #expect(live.gap == 6...6)
+        #expect(Self.feed(&live, [6, 7]) == [6, 7])
+        #expect(live.gap == nil)
+        live.learn(Self.at(9))
+        #expect(live.skipGap().isEmpty && live.last == Self.at(9) && live.gap == nil)
+    }
+
     /// Any arrival order of 1…n, with copies, comes out as exactly 1…n.
     @Test func anyShuffleWithCopiesComesOutInOrder() {
         var generator = SystemRandomNumberGenerator()
