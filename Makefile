@@ -22,7 +22,7 @@ test: unit fuzz-ci e2e
 # Three runs: the Redis Cluster suites (six redis-servers per cluster, masters
 # killed on purpose) apart from the timing-sensitive rest, so neither slows the
 # other; and the hostile-client suite alone, so its RSS budgets measure only it.
-CLUSTER_SUITES = RedisClusterClientTests|RedisShardedSubscriberTests|RedisClusterFailoverTests|RoutingTests|HistoryRecoveryTests
+CLUSTER_SUITES = RedisClusterClientTests|RedisShardedSubscriberTests|RedisClusterFailoverTests|RoutingTests|HistoryRecoveryTests|PresenceTests
 ALONE_SUITES = HostileClientTests
 
 unit: setup

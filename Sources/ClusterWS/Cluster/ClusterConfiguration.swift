@@ -48,6 +48,8 @@ public struct ClusterConfiguration: Sendable {
     public var failover = Failover()
     /// Message history and recovery for reconnecting clients (off by default).
     public var history = History()
+    /// Room presence: members and join/leave events (off by default).
+    public var presence = Presence()
 
     /// What a send meets while the Redis Cluster master of its shard is
     /// unreachable (killed, cut off) and before its replica is promoted
@@ -247,6 +249,7 @@ extension ClusterConfiguration {
         try require(queue.maxLength >= 1, "queue.maxLength must be at least 1")
         try require(queue.replicaAcks >= 0, "queue.replicaAcks must not be negative")
         try history.validate()
+        try presence.validate()
         try require(failover.wait >= .zero, "failover.wait must not be negative")
         try require(failover.maxWaitingBytesPerShard >= 0, "failover.maxWaitingBytesPerShard must not be negative")
         try require(failover.deduplicationWindow > 0 && failover.deduplicationWindow <= 16 << 20,

@@ -69,6 +69,9 @@ public final class ClusterNode: Service, Sendable {
     let router: Router
     /// History recovery for client-protocol connections.
     let recovery: HistoryRecovery
+    /// Room presence (members, events), when `presence.rooms` is on.
+    let presence: RoomPresence?
+    let presenceHub: PresenceHub?
     /// Heartbeat, janitor, relation refresh.
     let liveness: Liveness
     /// Cleanup after closed connections.
@@ -114,10 +117,23 @@ public final class ClusterNode: Service, Sendable {
         let statistics = ClusterStatistics(counters: counters)
         let commands = RelationCommands(keys: keys, ttl: configuration.ttl)
         let checks = ArgumentChecks(limits: configuration.limits, counters: counters)
+        var presence: RoomPresence?
+        var presenceHub: PresenceHub?
+        if configuration.presence.rooms {
+            presence = RoomPresence(redis: backend.commands, keys: keys,
+                                    publishVerb: redisConfiguration.isCluster ? "SPUBLISH" : "PUBLISH")
+            var notify: (@Sendable (PresenceEvent) -> Void)?
+            if configuration.presence.notifyMembers {
+                notify = { event in server.send(event.frame, to: registry.sockets(room: event.room)) }
+            }
+            presenceHub = PresenceHub(subscriber: backend.pubSub, keys: keys, notify: notify)
+        }
+        self.presence = presence
+        self.presenceHub = presenceHub
         let liveness = Liveness(id: id, epoch: epoch, redis: backend.commands, keys: keys, commands: commands,
-                                registry: registry, configuration: configuration, logger: logger)
+                                registry: registry, configuration: configuration, logger: logger, presence: presence)
         let reaper = ConnectionReaper(node: id, epoch: epoch, registry: registry, redis: backend.commands,
-                                      commands: commands, logger: logger)
+                                      commands: commands, logger: logger, presence: presence, presenceHub: presenceHub)
         self.configuration = configuration
         self.logger = logger
         self.epoch = epoch
@@ -149,6 +165,7 @@ public final class ClusterNode: Service, Sendable {
         if case .cluster = backend, configuration.failover.standbySubscriptions {
             router.deduplicationWindow = configuration.failover.deduplicationWindow
         }
+        router.presenceHub = presenceHub
         self.router = router
         self.registration = Registration(id: id, epoch: epoch, registry: registry, redis: backend.commands, keys: keys,
                                          commands: commands, checks: checks, liveness: liveness, reaper: reaper,

@@ -21,8 +21,14 @@ final class ConnectionReaper: Sendable {
     private let wakeups: AsyncStream<Void>
     private let wake: AsyncStream<Void>.Continuation
 
+    /// Room presence, when on: closed connections leave their rooms' member lists.
+    private let presence: RoomPresence?
+    private let presenceHub: PresenceHub?
+
     init(node: String, epoch: UInt64, registry: LocalRegistry, redis: any RedisCommands, commands: RelationCommands,
-         logger: Logger) {
+         logger: Logger, presence: RoomPresence? = nil, presenceHub: PresenceHub? = nil) {
+        self.presence = presence
+        self.presenceHub = presenceHub
         self.node = node
         self.epoch = epoch
         self.registry = registry
@@ -60,8 +66,18 @@ final class ConnectionReaper: Sendable {
     /// in one registry call and pipelined Redis batches. Idempotent.
     func forget(_ fds: [UInt64]) async {
         guard !fds.isEmpty else { return }
-        let (bound, emptiedRooms) = await registry.remove(fds)
+        let (bound, emptiedRooms, memberships) = await registry.remove(fds)
         guard !isAbandoned else { return }
+        if let presence {
+            let logger = self.logger
+            presence.leave(memberships.map { (DistributedFD(node: node, epoch: epoch, fd: $0.fd), $0.rooms) }) { error in
+                logger.warning("a closed connection could not leave a room's presence; a janitor will when this node stops",
+                               metadata: ["error": "\(error)"])
+            }
+        }
+        if let presenceHub, presenceHub.notifiesMembers {
+            for room in emptiedRooms { await presenceHub.release(room) }
+        }
         var all = bound.flatMap { fd, uid in commands.unbind(DistributedFD(node: node, epoch: epoch, fd: fd), uid: uid) }
         all += commands.leave(node: node, rooms: emptiedRooms)
         do {

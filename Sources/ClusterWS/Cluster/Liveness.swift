@@ -22,8 +22,12 @@ final class Liveness: Sendable {
     /// Set after the first heartbeat: a later one that finds no key means we were dead meanwhile.
     private let announced = Atomic<Bool>(false)
 
+    /// Room presence, when on: a dead node's members leave (one event per user, whichever janitor runs it).
+    private let presence: RoomPresence?
+
     init(id: String, epoch: UInt64, redis: any RedisCommands, keys: ClusterKeys, commands: RelationCommands,
-         registry: LocalRegistry, configuration: ClusterConfiguration, logger: Logger) {
+         registry: LocalRegistry, configuration: ClusterConfiguration, logger: Logger, presence: RoomPresence? = nil) {
+        self.presence = presence
         self.id = id
         self.epoch = epoch
         self.redis = redis
@@ -103,7 +107,7 @@ final class Liveness: Sendable {
         for node in others where alive[node] == .gone {
             logger.info("node is gone; removing its relations", metadata: ["dead": "\(node)"])
             try await removeRelations(ofNode: node, keepEpoch: nil)
-            try await removeRoomMemberships(ofNode: node)
+            try await removeRoomMemberships(ofNode: node, keepEpoch: nil)
             _ = try await redis.send(RedisCommand("SREM", .string(keys.nodes), .string(node)))
         }
     }
@@ -112,7 +116,7 @@ final class Liveness: Sendable {
     func removeStaleRelationsOfThisNode() async {
         do {
             try await removeRelations(ofNode: id, keepEpoch: epoch)
-            try await removeRoomMemberships(ofNode: id)
+            try await removeRoomMemberships(ofNode: id, keepEpoch: epoch)
         } catch {
             logger.warning("could not remove relations of an earlier run", metadata: ["error": "\(error)"])
         }
@@ -123,7 +127,7 @@ final class Liveness: Sendable {
     func leave() async {
         do {
             try await removeRelations(ofNode: id, keepEpoch: nil)
-            try await removeRoomMemberships(ofNode: id)
+            try await removeRoomMemberships(ofNode: id, keepEpoch: nil)
             _ = try await redis.send(batch: [
                 RedisCommand("DEL", .string(keys.alive(id))),
                 RedisCommand("SREM", .string(keys.nodes), .string(id)),
@@ -173,10 +177,12 @@ final class Liveness: Sendable {
         try await redis.send(inBatches: all)
     }
 
-    /// Removes `node` from every room it had members of.
-    private func removeRoomMemberships(ofNode node: String) async throws {
+    /// Removes `node` from every room it had members of (and, with presence,
+    /// its members from the rooms' member lists, except those of `keepEpoch`).
+    private func removeRoomMemberships(ofNode node: String, keepEpoch: UInt64?) async throws {
         let rooms = try await redis.send(RedisCommand("SMEMBERS", .string(keys.nodeRooms(node)))).array?.compactMap(\.string) ?? []
         guard !rooms.isEmpty else { return }
+        try await presence?.removeMembers(ofNode: node, keepEpoch: keepEpoch, rooms: rooms)
         try await redis.send(inBatches: commands.leave(node: node, rooms: rooms))
     }
 

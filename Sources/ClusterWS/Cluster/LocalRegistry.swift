@@ -75,14 +75,17 @@ package actor LocalRegistry {
     /// Removes closed connections (unknown ones are skipped); returns the
     /// bound ones with their uids, and the rooms that lost their last local
     /// member. Channels no longer needed are unsubscribed in one go.
-    func remove(_ fds: [UInt64]) async -> (bound: [(fd: UInt64, uid: String)], emptiedRooms: [String]) {
+    func remove(_ fds: [UInt64]) async
+        -> (bound: [(fd: UInt64, uid: String)], emptiedRooms: [String], memberships: [(fd: UInt64, rooms: [String])]) {
         let keys = self.keys
-        let (bound, gone, emptied) = tables.withLock { tables in
+        let (bound, gone, emptied, memberships) = tables.withLock { tables in
             var gone: [String] = []
             var emptied: [String] = []
             var bound: [(fd: UInt64, uid: String)] = []
+            var memberships: [(fd: UInt64, rooms: [String])] = []
             for fd in fds {
                 guard let entry = tables.entries.removeValue(forKey: fd) else { continue }
+                if !entry.rooms.isEmpty { memberships.append((fd, Array(entry.rooms))) }
                 if let uid = entry.uid {
                     bound.append((fd, uid))
                     if Self.detach(fd, from: &tables.users, key: uid) { gone.append(keys.userChannel(uid)) }
@@ -92,10 +95,15 @@ package actor LocalRegistry {
                     emptied.append(room)
                 }
             }
-            return (bound, gone, emptied)
+            return (bound, gone, emptied, memberships)
         }
         if !gone.isEmpty { try? await subscriber.unsubscribe(gone) }
-        return (bound, emptied)
+        return (bound, emptied, memberships)
+    }
+
+    /// The uid `fd` is bound to, if any.
+    nonisolated func uid(of fd: UInt64) -> String? {
+        tables.withLock { $0.entries[fd]?.uid }
     }
 
     /// Binds `fd` to `uid` (replacing an earlier uid). Returns the earlier uid,

@@ -41,6 +41,7 @@ package enum RedisBackend: Sendable {
         let scripts = [Registration.reserveScript, MultiUserScript.script]
             + (configuration.driver == .queue ? [QueueScript.script] : [])
             + (configuration.history.isEnabled ? HistoryScript.all : [])
+            + (configuration.presence.rooms ? PresenceScripts.all : [])
         let setup = scripts.map { RedisCommand("SCRIPT", "LOAD", .string($0.source)) }
         if redis.isCluster {
             let cluster = RedisClusterClient(configuration: redis, logger: logger, setupCommands: setup)

@@ -76,10 +76,14 @@ struct Registration: Sendable {
             }
         }
         // The client may have gone while it was being registered; the reaper may then
-        // have run before the registration and found nothing. Forget it here (idempotent,
-        // and after this task's own writes to Redis, so nothing is left behind).
+        // have run before the registration and found nothing, or while it ran, with its
+        // Redis writes overtaking ours. Forget it here, and remove its relations again
+        // (idempotent, and after this task's own writes to Redis, so nothing is left behind).
         if await socket.closeCode != nil {
             await reaper.forget([fd.fd])
+            if let uid = socket.attributes["uid"] {
+                _ = try? await redis.send(batch: commands.unbind(fd, uid: uid))
+            }
             return nil
         }
         logger.debug("connection open", metadata: ["fd": "\(fd)", "uid": "\(socket.attributes["uid"] ?? "-")"])

@@ -55,10 +55,17 @@ extension ClusterNode {
 
     /// Adds a connection of this node to a room. The node records in Redis
     /// that it has members of the room (for the queue driver's routing).
+    ///
+    /// With `presence.rooms` on, the connection is also added to the room's
+    /// member list with `metadata` (and its uid at this moment), and a
+    /// ``PresenceEvent`` `join` is published if it is its user's first
+    /// connection in the room. Joining again updates the metadata.
     /// - Throws: ``ClusterError/invalidName(_:)`` for a bad room name,
     ///   ``ClusterError/tooManyRooms(limit:)`` past `limits.maxRoomsPerConnection`,
-    ///   ``ClusterError/unknownConnection(_:)`` if `fd` is not open on this node.
-    public func join(_ fd: DistributedFD, room: String) async throws {
+    ///   ``ClusterError/unknownConnection(_:)`` if `fd` is not open on this node,
+    ///   ``ClusterError/invalidConfiguration(_:)`` for metadata over
+    ///   `limits.maxNameBytes` × 16 bytes or with a NUL.
+    public func join(_ fd: DistributedFD, room: String, metadata: String? = nil) async throws {
         try checks.check(room: room)
         try requireLocal(fd)
         let baseline = await recovery.baseline(registry.session(fd.fd), .room(room))
@@ -70,6 +77,14 @@ extension ClusterNode {
             throw ClusterError.tooManyRooms(limit: limit)
         }
         if first { try await redis.send(batch: commands.join(node: id, room: room)).throwFirstFailure() }
+        if let presence {
+            if let metadata, metadata.utf8.count > configuration.limits.maxNameBytes * 16 || metadata.utf8.contains(0) {
+                throw ClusterError.invalidConfiguration("presence metadata over \(configuration.limits.maxNameBytes * 16) bytes or with a NUL")
+            }
+            // Local members get the room's events: its channel is subscribed before the join is published.
+            if first, let presenceHub, presenceHub.notifiesMembers { try await presenceHub.retain(room) }
+            _ = try await presence.join(fd, uid: registry.uid(of: fd.fd) ?? fd.description, room: room, metadata: metadata)
+        }
         // A client-protocol connection: the room's stream, recovered (the channel is subscribed).
         if let session = registry.session(fd.fd) { await recovery.start(session, .room(room), baseline: baseline) }
     }
@@ -79,9 +94,34 @@ extension ClusterNode {
         try checks.check(room: room)
         try requireLocal(fd)
         registry.session(fd.fd)?.end(.room(room))
-        if try await registry.leave(fd.fd, room: room) {
+        let emptied = try await registry.leave(fd.fd, room: room)
+        if let presence { _ = try await presence.leave(fd, room: room) }
+        if emptied {
+            if let presenceHub, presenceHub.notifiesMembers { await presenceHub.release(room) }
             try await redis.send(batch: commands.leave(node: id, rooms: [room])).throwFirstFailure()
         }
+    }
+
+    /// Every member of `room` on every node, with the metadata given at join
+    /// (members of a node that died are removed within the liveness window).
+    /// - Throws: ``ClusterError/invalidConfiguration(_:)`` when `presence.rooms` is off.
+    public func presence(room: String) async throws -> [PresenceMember] {
+        try checks.check(room: room)
+        guard let presence else { throw ClusterError.invalidConfiguration("presence.rooms is off") }
+        return try await presence.members(of: room)
+    }
+
+    /// `room`'s join and leave events, per user, cluster-wide, from now on:
+    /// a user's first connection joining is a `join`; its last one leaving,
+    /// closing, or its node dying (found by a janitor within the liveness
+    /// window) is a `leave` — each published once. The stream ends when the
+    /// caller stops iterating; a reader that falls `presence.eventBuffer`
+    /// events behind loses the oldest.
+    /// - Throws: ``ClusterError/invalidConfiguration(_:)`` when `presence.rooms` is off.
+    public func presenceEvents(room: String) async throws -> AsyncStream<PresenceEvent> {
+        try checks.check(room: room)
+        guard let presenceHub else { throw ClusterError.invalidConfiguration("presence.rooms is off") }
+        return try await presenceHub.events(room: room, buffer: configuration.presence.eventBuffer)
     }
 
     private func requireLocal(_ fd: DistributedFD) throws(ClusterError) {

@@ -18,6 +18,8 @@ struct Router: Sendable {
     /// How many recent message ids to remember to drop second copies (0: the
     /// subscriber never receives a message twice; nothing is remembered).
     var deduplicationWindow = 0
+    /// Room presence events (on their own channels), when presence is on.
+    var presenceHub: PresenceHub?
 
     /// Takes the subscriber's messages a burst at a time (one wake-up per
     /// burst) until the subscriber stops.
@@ -27,6 +29,9 @@ struct Router: Sendable {
             let batch = await messages.nextBatch()
             if batch.isEmpty { return }
             for message in batch {
+                if let presenceHub, presenceHub.handle(channel: message.channel, payload: message.payload, counters: counters) {
+                    continue
+                }
                 do {
                     let envelope = try Envelope(decoding: message.payload)
                     if let id = envelope.id, recent?.insert(id) == false {
