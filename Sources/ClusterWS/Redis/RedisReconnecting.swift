@@ -45,6 +45,11 @@ extension RedisReconnecting {
             let attempt: Int
             do {
                 let channel = try await openChannel()
+                // A shutdown that came while connecting found no channel to drain: close this one.
+                guard !link.isShuttingDown else {
+                    channel.close(promise: nil)
+                    break
+                }
                 link.connected(channel)
                 do {
                     try await prepare(channel)

@@ -1,6 +1,7 @@
 @testable import ClusterWS
 import EmbeddedRedis
 import NIOCore
+import NIOPosix
 import Testing
 
 @Suite("Redis going away and coming back", .timeLimit(.minutes(2)))
@@ -78,3 +79,55 @@ struct RedisFaultTests {
         }
     }
 }
+
+/// A TCP server that answers every read with `+OK` after `delay`: a Redis
+/// that is slow to accept `AUTH` (to stop a client in the middle of connecting).
+private final class SlowOKHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    let delay: TimeAmount
+    init(delay: TimeAmount) { self.delay = delay }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let channel = context.channel
+        context.eventLoop.scheduleTask(in: delay) {
+            channel.writeAndFlush(ByteBuffer(string: "+OK\r\n"), promise: nil)
+        }
+    }
+}
+
+@Suite("A client stopped while it connects", .timeLimit(.minutes(1)))
+struct RedisShutdownWhileConnectingTests {
+    /// The shutdown comes while the TCP connection is open but `AUTH` is not
+    /// answered yet; the connect then succeeds. The client must close that
+    /// connection and stop, not keep it open forever (it did: a node's
+    /// shutdown hung when Redis restarted just before it).
+    @Test(arguments: [false, true])
+    func aShutdownDuringTheHandshakeEndsTheClient(subscriber useSubscriber: Bool) async throws {
+        let accepted = AsyncStream.makeStream(of: Void.self)
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                accepted.continuation.yield()
+                return channel.pipeline.addHandler(SlowOKHandler(delay: .milliseconds(300)))
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { server.close(promise: nil) }
+        var configuration = try RedisConfiguration(url: "redis://:secret@127.0.0.1:\(server.localAddress?.port ?? 0)")
+        configuration.connectTimeout = .seconds(5)
+        let client: any RedisClientLifecycle = useSubscriber ? RedisSubscriber(configuration: configuration)
+                                                             : RedisConnection(configuration: configuration)
+        let running = Task { await client.runUntilShutdown() }
+        var connections = accepted.stream.makeAsyncIterator()
+        _ = await connections.next()  // connected; AUTH sent, not answered yet
+        await client.shutdown()
+        try await within(.seconds(3), "the client to stop") { await running.value }
+    }
+}
+
+/// What the test above needs of either client.
+protocol RedisClientLifecycle: Sendable {
+    func runUntilShutdown() async
+    func shutdown() async
+}
+
+extension RedisSubscriber: RedisClientLifecycle {}
+extension RedisConnection: RedisClientLifecycle {}
