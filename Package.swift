@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "ClusterWSHummingbird", targets: ["ClusterWSHummingbird"]),
         .library(name: "ClusterWSJWT", targets: ["ClusterWSJWT"]),
         .library(name: "ClusterWSClient", targets: ["ClusterWSClient"]),
+        .library(name: "ClusterWSPublishAPI", targets: ["ClusterWSPublishAPI"]),
         .executable(name: "Demo", targets: ["Demo"]),
         .executable(name: "Benchmarks", targets: ["Benchmarks"]),
     ],
@@ -28,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
@@ -74,6 +76,17 @@ let package = Package(
             dependencies: [
                 "ClusterWS",
                 .product(name: "JWTKit", package: "jwt-kit"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The HTTP publish API (publish, presence, online) for backends in any language.
+        .target(
+            name: "ClusterWSPublishAPI",
+            dependencies: [
+                "ClusterWS",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -157,6 +170,7 @@ let package = Package(
                 "ClusterWSHummingbird",
                 "ClusterWSJWT",
                 "ClusterWSClient",
+                "ClusterWSPublishAPI",
                 "ClusterWSFuzzTargets",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

@@ -50,6 +50,9 @@ public struct ClusterConfiguration: Sendable {
     public var history = History()
     /// Room presence: members and join/leave events (off by default).
     public var presence = Presence()
+    /// How long an idempotency key of ``Sender/publish(_:to:idempotencyKey:)``
+    /// is remembered: a second publish with it within this time delivers nothing.
+    public var idempotencyWindow: Duration = .seconds(300)
 
     /// What a send meets while the Redis Cluster master of its shard is
     /// unreachable (killed, cut off) and before its replica is promoted

@@ -33,6 +33,9 @@ struct ClusterKeys: Sendable {
     /// The consumer group reading every node's queue.
     var queueGroup: String { "\(namespace):workers" }
 
+    /// An idempotency key's claim and then its publish's result.
+    func idempotency(_ key: String) -> String { "\(namespace):idempotency:\(key)" }
+
     func nodeChannel(_ node: String) -> String { "\(namespace):node:\(node)" }
     var allChannel: String { "\(namespace):all" }
     func userChannel(_ uid: String) -> String { "\(namespace):user:\(uid)" }

@@ -14,6 +14,8 @@ public struct NameError: Error, Sendable, Hashable, CustomStringConvertible {
         case room
         /// A node id (``ClusterConfiguration/serverID``, or the node of a ``DistributedFD``).
         case serverID = "server id"
+        /// An idempotency key (``Sender/publish(_:to:idempotencyKey:)``).
+        case idempotencyKey = "idempotency key"
         /// ``ClusterConfiguration/namespace``.
         case namespace
     }
