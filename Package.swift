@@ -127,6 +127,7 @@ let package = Package(
             name: "Demo",
             dependencies: [
                 "ClusterWS",
+                "ClusterWSPublishAPI",
                 "EmbeddedRedis",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -148,6 +149,7 @@ let package = Package(
                 "ClusterWS",
                 "ClusterWSHummingbird",
                 "ClusterWSClient",
+                "ClusterWSPublishAPI",
                 "EmbeddedRedis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),

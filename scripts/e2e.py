@@ -185,8 +185,38 @@ def main():
         except Exception:
             check("the online list shows both users and their nodes", False, alice.find_element(By.ID, "online").text)
 
+        # Presence: both join "lobby"; each page lists both members (read at join, kept live by
+        # the presence frames), and the joins show as they happen.
+        for d in (alice, bob):
+            d.find_element(By.ID, "room").clear()
+            d.find_element(By.ID, "room").send_keys("lobby")
+            d.find_element(By.ID, "join").click()
+        check("the room's member list shows both users, from both nodes",
+              shows(alice, "members", "bob", 10) and shows(alice, "members", "alice", 1) and shows(bob, "members", "alice", 10),
+              [alice.find_element(By.ID, "members").text, bob.find_element(By.ID, "members").text])
+
         import json
         import urllib.request
+        import urllib.error
+        # The HTTP publish API, as curl would use it (the demo's key), through server1 to bob on server2.
+        request = urllib.request.Request(f"http://127.0.0.1:{port1}/api/publish", method="POST",
+                                         data=json.dumps({"uid": "bob", "text": "from a backend over HTTP"}).encode(),
+                                         headers={"Authorization": "Bearer demo-key", "Content-Type": "application/json"})
+        answer = json.load(urllib.request.urlopen(request))
+        check("POST /api/publish answers how many nodes it reached", answer.get("reached") == 1, answer)
+        check("bob's page shows the message published over HTTP", received(bob, "from a backend over HTTP", "text"),
+              "not shown on bob's page")
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port1}/api/publish", method="POST",
+                                                          data=b'{"uid":"bob","text":"x"}'))
+            refused = None
+        except urllib.error.HTTPError as error:
+            refused = error.code
+        check("the publish API refuses a request without a key (401)", refused == 401, refused)
+        presence = json.load(urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{port2}/api/presence?room=lobby", headers={"Authorization": "Bearer demo-key"})))
+        check("GET /api/presence lists the room's members", sorted(m["uid"] for m in presence.get("members", [])) == ["alice", "bob"],
+              presence)
         health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port1}/health"))
         check("/health reports Redis up", health.get("redis") == "up" and health.get("status") == "ok", health)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port2}/metrics").read().decode()

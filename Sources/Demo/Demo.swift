@@ -90,6 +90,12 @@ struct Demo: AsyncParsableCommand {
                 try await demo.announce(port: port)
                 say("\(demo.node.id): open http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)/   (WebSocket ws://\(host):\(port)/ws?uid=…)")
             }
+            if let first = demoNodes.first {
+                let port = try await first.node.waitUntilListening()
+                let base = "http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)"
+                say("publish from any backend: curl -H 'Authorization: Bearer \(DemoNode.apiKey)' -d '{\"uid\":\"bob\",\"text\":\"hi from curl\"}' \(base)/api/publish")
+                say("room members:             curl -H 'Authorization: Bearer \(DemoNode.apiKey)' '\(base)/api/presence?room=lobby'")
+            }
             say("Ctrl-C to stop.")
             try await tasks.waitForAll()
         }

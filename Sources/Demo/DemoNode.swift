@@ -1,4 +1,5 @@
 import ClusterWS
+import ClusterWSPublishAPI
 import Foundation
 import Logging
 import NIOCore
@@ -44,6 +45,9 @@ struct DemoNode: Sendable {
         // /clusterws.js) shows offsets and recovers what it missed after a reconnect.
         configuration.history.users = true
         configuration.history.rooms = true
+        // Room members and their joins/leaves, sent to the room's members too (the page lists them).
+        configuration.presence.rooms = true
+        configuration.presence.notifyMembers = true
         let node = try ClusterNode(configuration: configuration, logger: logger)
         self.node = node
         self.namespace = namespace
@@ -55,8 +59,16 @@ struct DemoNode: Sendable {
         }) { client in
             await demo.serve(client)
         }
-        node.setHTTPResponder { request in await demo.respond(to: request) }
+        // The HTTP publish API (POST /api/publish, GET /api/presence, GET /api/online), with the demo's key.
+        let api = try PublishAPI(node: node, configuration: .init(apiKeys: [Self.apiKey]))
+        node.setHTTPResponder { request in
+            if let answer = await api.respond(to: request) { return answer }
+            return await demo.respond(to: request)
+        }
     }
+
+    /// The publish API's key: `CLUSTERWS_API_KEY`, or `demo-key`.
+    static let apiKey = ProcessInfo.processInfo.environment["CLUSTERWS_API_KEY"].flatMap { $0.isEmpty ? nil : $0 } ?? "demo-key"
 
     /// The JavaScript client (a resource of this target), read once.
     static let clientScript: String? = Bundle.module.url(forResource: "clusterws", withExtension: "js")
@@ -127,10 +139,16 @@ struct DemoNode: Sendable {
         case "/clusterws.js":
             guard let script = Self.clientScript else { return .text("client script missing\n", status: .notFound) }
             return PlainHTTPResponse(headers: ["Content-Type": "text/javascript; charset=utf-8"], body: ByteBuffer(string: script))
-        case "/api/online":
+        case "/demo/online":
             return (try? await online()) ?? .text("redis unavailable\n", status: .serviceUnavailable)
-        case "/api/nodes":
+        case "/demo/nodes":
             return (try? await nodes()) ?? .text("redis unavailable\n", status: .serviceUnavailable)
+        case "/demo/presence":
+            let room = URLComponents(string: request.head.uri)?.queryItems?.first { $0.name == "room" }?.value ?? ""
+            guard let members = try? await node.presence(room: room) else { return .text("bad room or redis unavailable\n", status: .badRequest) }
+            return PlainHTTPResponse(headers: ["Content-Type": "application/json"], body: ByteBuffer(bytes: (try? JSONSerialization.data(
+                withJSONObject: ["room": room, "members": members.map { ["uid": $0.uid, "node": $0.node, "fd": $0.fd.description] }],
+                options: [.sortedKeys])) ?? Data()))
         case "/health":
             let health = await node.health()
             return jsonResponse(["status": health.isHealthy ? "ok" : "degraded", "redis": health.redis ? "up" : "down",

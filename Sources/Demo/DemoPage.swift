@@ -88,6 +88,11 @@ enum DemoPage {
     <h2>Online</h2>
     <ul id="online"><li class="empty">…</li></ul>
   </section>
+
+  <section>
+    <h2>Members of <span id="members-room">the room</span></h2>
+    <ul id="members"><li class="empty">Join a room to see who is in it (live: joins and leaves arrive as they happen).</li></ul>
+  </section>
 </main>
 <script>
 "use strict";
@@ -142,6 +147,12 @@ function connect() {
       const raw = binary ? new TextDecoder().decode(m.bytes) : m.text;
       const where = m.offset !== null ? " · #" + m.offset : "";
       let data; try { data = JSON.parse(raw); } catch { addMessage(binary ? "binary" : "text", "unparsed" + where, raw); return; }
+      if (data.type === "presence") {
+        addMessage("system", "presence", data.uid + (data.event === "join" ? " joined " : " left ") + data.room);
+        if (data.room === joinedRoom) showMembers();
+        return;
+      }
+      if (data.event === "joined" || data.event === "left") { joinedRoom = data.event === "joined" ? data.room : null; showMembers(); }
       if (data.event === "welcome") { addMessage("system", "welcome", "you are " + data.uid + " on " + data.node + " (fd " + data.fd + ")"); return; }
       if (data.event) { addMessage("system", data.event, Object.entries(data).filter(([k]) => k !== "event").map(([k, v]) => k + ": " + v).join(" · ")); return; }
       addMessage(binary ? "binary" : "text", "from " + data.from + " via " + data.via + " → " + data.to + " · received on " + myNode + where, data.text);
@@ -166,7 +177,7 @@ $("drop").onclick = () => { if (client) client.drop(3000); };
 
 async function refresh() {
   try {
-    const nodes = await (await fetch("/api/nodes")).json();
+    const nodes = await (await fetch("/demo/nodes")).json();
     myNode = nodes.self[0].id; $("this-node").textContent = myNode;
     $("nodes").innerHTML = "";
     for (const n of nodes.nodes) {
@@ -175,7 +186,7 @@ async function refresh() {
       a.textContent = n.id; if (n.id === myNode) a.className = "current";
       $("nodes").append(a);
     }
-    const online = await (await fetch("/api/online")).json();
+    const online = await (await fetch("/demo/online")).json();
     const list = $("online"); list.innerHTML = "";
     if (online.users.length === 0) list.innerHTML = '<li class="empty">nobody</li>';
     for (const u of online.users) {
@@ -183,6 +194,24 @@ async function refresh() {
       li.textContent = u.uid[0];
       const small = document.createElement("small");
       small.textContent = u.fds.length + " connection" + (u.fds.length > 1 ? "s" : "") + " on " + [...new Set(u.nodes)].join(", ");
+      li.append(small); list.append(li);
+    }
+  } catch (e) { /* the node may be restarting */ }
+}
+// Room members: read when a room is joined, then kept up to date by the presence frames the node sends.
+let joinedRoom = null;
+async function showMembers() {
+  $("members-room").textContent = joinedRoom || "the room";
+  const list = $("members"); list.innerHTML = "";
+  if (!joinedRoom) { list.innerHTML = '<li class="empty">Join a room to see who is in it.</li>'; return; }
+  try {
+    const answer = await (await fetch("/demo/presence?room=" + encodeURIComponent(joinedRoom))).json();
+    const users = {};
+    for (const m of answer.members) (users[m.uid] = users[m.uid] || []).push(m.node);
+    if (Object.keys(users).length === 0) list.innerHTML = '<li class="empty">nobody</li>';
+    for (const [uid, nodes] of Object.entries(users)) {
+      const li = document.createElement("li"); li.textContent = uid;
+      const small = document.createElement("small"); small.textContent = "on " + [...new Set(nodes)].join(", ");
       li.append(small); list.append(li);
     }
   } catch (e) { /* the node may be restarting */ }

@@ -1,6 +1,9 @@
 @testable import ClusterWS
 import ClusterWSPublishAPI
 import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
 import NIOCore
 import NIOHTTP1
 import Testing
@@ -161,6 +164,42 @@ struct PublishAPITests {
             await #expect(throws: ClusterError.self) {
                 try await cluster["a"].sender.publish(.text("x"), to: .user("dave"), idempotencyKey: "")
             }
+        }
+    }
+}
+
+/// The publish API behind a Hummingbird route (a backend service that
+/// embeds it): a POST through the application reaches a user on a node.
+@Suite("The publish API in a Hummingbird application", .timeLimit(.minutes(1)))
+struct PublishAPIInHummingbirdTests {
+    @Test func aHummingbirdRouteServesThePublishAPI() async throws {
+        try await withCluster(["a", "b"], RoutingCase(driver: .pubSub, backend: .single)) { cluster in
+            let api = try PublishAPI(node: cluster["a"], configuration: .init(apiKeys: ["hb-key"]))
+            let router = Router()
+            router.post("/api/publish") { request, _ -> Response in
+                let body = try await request.body.collect(upTo: 1 << 20)
+                guard let answer = await api.respond(method: "POST", uri: request.uri.description,
+                                                     headers: request.headers.map { ($0.name.rawName, $0.value) }, body: body)
+                else { return Response(status: .notFound) }
+                var headers = HTTPFields()
+                for (name, value) in answer.headers { if let field = HTTPField.Name(name) { headers[field] = value } }
+                return Response(status: .init(code: answer.status), headers: headers, body: .init(byteBuffer: answer.body))
+            }
+            let portBox = Recorder<Int>()
+            var logger = Logger(label: "test.hummingbird")
+            logger.logLevel = .warning
+            let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                                  onServerRunning: { channel in portBox.append(channel.localAddress?.port ?? 0) }, logger: logger)
+            let harness = ServiceGroupHarness(app)
+            try await harness.start()
+            await portBox.wait(for: 1)
+            let erin = try await ClusterClient.connect(cluster["b"], uid: "erin")
+            let answer = try await httpJSON(portBox.all[0], "POST", "/api/publish", body: #"{"uid":"erin","text":"via hummingbird"}"#,
+                                            headers: ["Authorization": "Bearer hb-key"])
+            #expect(answer.status == 200 && answer.json["reached"] as? Int == 1, "\(answer)")
+            #expect(try await erin.next().text == "via hummingbird")
+            #expect(try await httpJSON(portBox.all[0], "POST", "/api/publish", body: "{}").status == 401)
+            try await harness.shutdownGracefully()
         }
     }
 }
