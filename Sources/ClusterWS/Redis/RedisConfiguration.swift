@@ -43,6 +43,11 @@ package struct RedisConfiguration: Sendable, Hashable {
     /// the last complete reply). A peer that sends more, such as a bogus bulk
     /// length it never completes, has its connection closed and re-opened.
     package var maxReplyBytes = 256 << 20
+    /// Most bytes of posts (commands nobody awaits) written to one
+    /// connection and not yet answered; past it a post fails at once with
+    /// ``RedisError/backlogFull`` (counted by the caller) instead of queueing
+    /// without bound while Redis falls behind.
+    package var maxPostBytesInFlight = 32 << 20
     /// How often an idle link is checked with `PING` (also in subscribe mode,
     /// where Redis allows it); `nil` turns checks off. A link whose peer has
     /// vanished without a FIN or RST is only noticed this way.

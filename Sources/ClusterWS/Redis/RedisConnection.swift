@@ -49,6 +49,8 @@ package actor RedisConnection: Service, RedisReconnecting {
     /// if it fails. Bounded by ``maxHeldPostBytes``; later posts fail at once.
     private var heldPosts: [(command: RedisCommand, onFailure: @Sendable (RedisError) -> Void)] = []
     private var heldPostBytes = 0
+    /// Bytes of posts written and not answered yet (bounded by ``RedisConfiguration/maxPostBytesInFlight``).
+    private var postBytesInFlight = 0
     /// Most bytes of posts held while the first connection opens.
     static let maxHeldPostBytes = 1 << 20
 
@@ -148,8 +150,14 @@ package actor RedisConnection: Service, RedisReconnecting {
     }
 
     private func write(_ command: RedisCommand, on channel: any Channel, onFailure: @escaping @Sendable (RedisError) -> Void) {
+        let bytes = command.bytes.readableBytes
+        guard postBytesInFlight + bytes <= configuration.maxPostBytesInFlight else { return onFailure(.backlogFull) }
+        postBytesInFlight += bytes
         let promise = eventLoop.makePromise(of: RedisValue.self)
-        promise.futureResult.whenFailure { error in onFailure(error as? RedisError ?? .connectionLost) }
+        promise.futureResult.whenComplete { result in
+            self.assumeIsolated { $0.postBytesInFlight -= bytes }
+            if case .failure(let error) = result { onFailure(error as? RedisError ?? .connectionLost) }
+        }
         channel.submit(RedisRequest(command: command, promise: promise,
                                     deadline: NIODeadline.now() + configuration.commandTimeout.timeAmount))
         scheduleFlush(channel)

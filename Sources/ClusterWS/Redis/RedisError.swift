@@ -34,6 +34,10 @@ package enum RedisError: Error, Sendable, Hashable, CustomStringConvertible {
     /// ``RedisConfiguration/failoverWait``), or the bytes already waiting for
     /// that shard reached their bound. The command was not sent.
     case shardUnavailable(slot: Int)
+    /// A post was refused: the bytes of posts written and not yet answered
+    /// reached ``RedisConfiguration/maxPostBytesInFlight`` (Redis is not
+    /// keeping up). Nothing was sent.
+    case backlogFull
 
     package var description: String {
         switch self {
@@ -48,6 +52,7 @@ package enum RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         case .shutdown: return "Redis client is shut down"
         case .invalidConfiguration(let message): return "Invalid Redis configuration: \(message)"
         case .shardUnavailable(let slot): return "no reachable Redis master for slot \(slot) (a failover is under way)"
+        case .backlogFull: return "Redis is not keeping up: the posts awaiting its answer reached their byte bound"
         }
     }
 }

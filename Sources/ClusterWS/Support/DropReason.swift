@@ -25,6 +25,9 @@ package enum DropReason: String, CaseIterable, Sendable {
     /// Messages a client-protocol connection missed live that history no
     /// longer had; the client was told (`recovered: false`).
     case historyGap = "history_gap"
+    /// A posted message refused because Redis was not keeping up (the posts
+    /// awaiting its answer reached their byte bound).
+    case redisBacklog = "redis_backlog"
 
     /// What the log says when it happens.
     var logMessage: String {
@@ -40,6 +43,7 @@ package enum DropReason: String, CaseIterable, Sendable {
         case .subscriberOverflow: "the router's buffer is full; dropping messages from Redis"
         case .fanOutOverflow: "an event loop's fan-out queue is full; dropping messages for it"
         case .historyGap: "a client-protocol connection missed messages that history no longer has; the client was told"
+        case .redisBacklog: "Redis is not keeping up with posts; dropping them (their bytes awaiting an answer reached the bound)"
         }
     }
 
@@ -47,7 +51,7 @@ package enum DropReason: String, CaseIterable, Sendable {
     var logLevel: Logger.Level {
         switch self {
         case .stale, .slowConsumer, .rateLimit, .byteRateLimit, .keepaliveTimeout: .info
-        case .garbage, .postFailed, .shardUnavailable, .subscriberOverflow, .fanOutOverflow, .historyGap: .warning
+        case .garbage, .postFailed, .shardUnavailable, .subscriberOverflow, .fanOutOverflow, .historyGap, .redisBacklog: .warning
         }
     }
 }

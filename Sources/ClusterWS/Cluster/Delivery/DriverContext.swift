@@ -14,6 +14,8 @@ struct DriverContext: Sendable {
     func postFailed(_ error: any Error) {
         if case RedisError.shardUnavailable = error {
             counters.drop(.shardUnavailable, metadata: ["error": "\(error)"])
+        } else if case RedisError.backlogFull = error {
+            counters.drop(.redisBacklog)
         } else {
             counters.drop(.postFailed, metadata: ["error": "\(error)"])
         }
