@@ -4,7 +4,7 @@
 #                 (Swift tests, then the demo in a real headless browser)
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: setup demo demo-cluster test unit e2e bench fuzz fuzz-ci
+.PHONY: setup demo demo-cluster test unit e2e bench bench-micro bench-micro-update fuzz fuzz-ci
 
 setup:
 	@bash scripts/setup.sh
@@ -16,8 +16,9 @@ demo: setup
 demo-cluster: setup
 	swift run Demo --redis-cluster $(ARGS)
 
-# The whole suite: unit and integration tests, a short fuzzing pass, then the browser test.
-test: unit fuzz-ci e2e
+# The whole suite: unit and integration tests, a short fuzzing pass, the micro-benchmark
+# thresholds, then the browser test.
+test: unit fuzz-ci bench-micro e2e
 
 # Four runs: the Redis Cluster suites (six redis-servers per cluster) apart from
 # the rest, so neither slows the other; the failover suite alone (its bounds are
@@ -65,4 +66,20 @@ e2e: setup
 	python3 scripts/e2e.py --redis-cluster
 
 bench: setup
+	swift build -c release
 	swift run -c release Benchmarks $(ARGS)
+
+# The relay's per-message steps (package-benchmark, ClusterWSMicroBenchmarks) against
+# Thresholds/: fails when a step allocates more (0.1 per operation) or gets 4x slower.
+# Better than the thresholds passes, with a note to record the new figures.
+bench-micro: setup
+	@out=$$(mktemp); swift package benchmark thresholds check --target ClusterWSMicroBenchmarks --no-progress >$$out 2>&1; rc=$$?; \
+	grep -v '^\[' $$out | grep -v 'prohibited flag' | tail -40; \
+	if grep -q "is WORSE than the defined thresholds" $$out; then echo "bench-micro: a regression (above)"; exit 1; fi; \
+	if grep -q "is BETTER than the defined thresholds" $$out; then echo "bench-micro: better than Thresholds/ (make bench-micro-update records it)"; exit 0; fi; \
+	if grep -q "is EQUAL to the defined thresholds" $$out; then exit 0; fi; \
+	echo "bench-micro: the check did not run (exit $$rc)"; exit 1
+
+# Records the current figures as the thresholds (commit Thresholds/ after a deliberate change).
+bench-micro-update: setup
+	swift package --allow-writing-to-package-directory benchmark thresholds update --target ClusterWSMicroBenchmarks --no-progress

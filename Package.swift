@@ -33,6 +33,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        // Micro-benchmarks (allocations per operation, with thresholds CI checks). The
+        // malloc interposer only: the Swift 6.3 runtime hooks for ARC counts crash without
+        // a runtime interposer this machine does not have (ordo-one/benchmark#349).
+        .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
         .systemLibrary(
@@ -163,7 +167,22 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             path: "Benchmarks",
+            exclude: ["ClusterWSMicroBenchmarks"],
             swiftSettings: swiftSettings
+        ),
+        // `swift package benchmark --target ClusterWSMicroBenchmarks` (make bench-micro):
+        // the per-message steps of the relay, with allocation thresholds in Thresholds/.
+        .executableTarget(
+            name: "ClusterWSMicroBenchmarks",
+            dependencies: [
+                "ClusterWS",
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            path: "Benchmarks/ClusterWSMicroBenchmarks",
+            swiftSettings: swiftSettings,
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
         .testTarget(
             name: "ClusterWSTests",

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Broadcast fan-out over two nodes (`sender.sendAll` on node a, half the
 /// connections on each node) beside the same broadcast on one server without
@@ -12,13 +13,14 @@ struct BroadcastScenario {
         var timeToLast: [Double]  // ms, one per single broadcast
         var rate: Double          // deliveries/s, messages sent back to back
         var complete: Bool
+        var perCall: String       // "p50 / p90" µs of one call in the back-to-back run
     }
 
     func run(sizes: [Int]) async throws -> ResultTable {
         var table = ResultTable(
             title: "Broadcast fan-out (\(context.payloadSize) B): time until the last connection has it, and deliveries/s",
             columns: ["connections", "where", "time to last p50 ms", "p99 ms", "deliveries/s (\(messages) back to back)",
-                      "× single node"])
+                      "× single node", "one call p50 / p90 µs"])
         progress("broadcast: starting nodes a and b, and a single server")
         let (a, portA) = try await context.startServer(["--kind", "node", "--id", "a"])
         defer { a.stop() }
@@ -44,7 +46,7 @@ struct BroadcastScenario {
                                     ("1 server, no Redis: broadcastAndWait, each awaited", awaited)] {
                 table.add("\(2 * half)", name + (figures.complete ? "" : " (INCOMPLETE)"),
                           figures.timeToLast.quantile(0.5).fixed(2), figures.timeToLast.quantile(0.99).fixed(2),
-                          figures.rate.grouped, (figures.rate / local.rate).fixed(2) + "×")
+                          figures.rate.grouped, (figures.rate / local.rate).fixed(2) + "×", figures.perCall)
             }
         }
         table.notes = [
@@ -53,7 +55,8 @@ struct BroadcastScenario {
             "One server: ClusterWS's WebSocketServer in its own process, every connection local, no Redis.",
             "Load clients: two processes with half the connections each; time to last = latest arrival − send stamp",
             "over both processes, for \(repeats) single broadcasts (p50/p99); deliveries/s = connections × \(messages) / time",
-            "from the first send until every connection has every message.",
+            "from the first send until every connection has every message. One call: how long each of those",
+            "\(messages) calls took on node a (an awaited sendAll waits for its PUBLISH's answer and this node's pacing).",
         ]
         return table
     }
@@ -93,12 +96,17 @@ struct BroadcastScenario {
             complete = complete && outcome.complete
             timeToLast.append(Double(outcome.figures.map { $0["max", default: 0] }.max() ?? 0) / 1_000)
         }
+        let answer = Mutex("")
         let outcome = try await context.tracked(loads.map { ($0, half * messages) }, unicast: false) {
-            _ = try await sendingServer.ask("\(command) \(messages) \(context.payloadSize)")
+            let line = try await sendingServer.ask("\(command) \(messages) \(context.payloadSize)")
+            answer.withLock { $0 = line }
         }
+        let words = answer.withLock { $0 }.split(separator: " ")
+        let perCall = words.count == 3 ? "\(words[1]) / \(words[2])" : "—"
         let delivered = outcome.figures.map { $0["count", default: 0] }.reduce(0, +)
         for load in loads { _ = try await load.ask("closeall") }
         for (server, _, _) in servers { try await context.waitForCount(0, on: server) }
-        return Figures(timeToLast: timeToLast, rate: Double(delivered) / outcome.seconds, complete: complete && outcome.complete)
+        return Figures(timeToLast: timeToLast, rate: Double(delivered) / outcome.seconds, complete: complete && outcome.complete,
+                       perCall: perCall)
     }
 }

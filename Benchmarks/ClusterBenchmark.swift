@@ -63,6 +63,9 @@ struct ClusterBenchmark: AsyncParsableCommand {
     @Option(help: "Idle connections for the memory figure.")
     var idleConnections = 10_000
 
+    @Option(help: "Connect/disconnect rounds for the memory figure.")
+    var memoryRounds = 5
+
     @Option(help: "PUBLISH requests per redis-benchmark run.")
     var baselineMessages = 400_000
 
@@ -180,30 +183,51 @@ struct ClusterBenchmark: AsyncParsableCommand {
     }
 
     /// RSS growth per idle connection of a whole node (every connection bound
-    /// to its own uid), without and with a `for await` message loop per connection.
+    /// to its own uid): push only, a `for await` message loop per connection,
+    /// and the `handleMessages` callback; `memoryRounds` rounds of connect and
+    /// disconnect on one node process, to see that it stays flat.
     private func measureIdleMemory(context: BenchContext) async throws -> ResultTable {
-        var table = ResultTable(title: "Idle memory of a node process (\(idleConnections) connections, each bound to its own uid)",
-                                columns: ["node", "RSS before (MiB)", "RSS after (MiB)", "KiB per connection"])
-        for (name, flags) in [("push only (no message loop)", [String]()), ("a `for await` message loop per connection", ["--forward"])] {
-            progress("memory: a fresh node, \(idleConnections) idle connections, \(name)")
+        var table = ResultTable(
+            title: "Idle memory of a node process (\(idleConnections) connections, each bound to its own uid; \(memoryRounds) rounds)",
+            columns: ["node", "RSS before (MiB)", "KiB per connection, round 1", "rounds 2…\(memoryRounds) (KiB per connection)",
+                      "RSS after the last close (MiB)", "heap in use after each close (MiB)"])
+        for (name, flags) in [("push only (no message loop)", [String]()),
+                              ("a `for await` message loop per connection", ["--forward"]),
+                              ("a `handleMessages` callback per connection", ["--forward", "--callback"])] {
+            progress("memory: a fresh node, \(idleConnections) idle connections × \(memoryRounds) rounds, \(name)")
             let (node, port) = try await context.startServer(["--kind", "node", "--id", "m"] + flags)
             defer { node.stop() }
             let load = try context.startLoad(port: port, path: "/ws?uid=idle{n}")
             defer { load.stop() }
             try await Task.sleep(for: .milliseconds(500))
             let before = node.residentBytes
-            _ = try await load.ask("open \(idleConnections)")
-            try await context.waitForCount(idleConnections, on: node)
-            try await context.waitBound("idle", idleConnections, on: node)
+            var perConnection: [Double] = []
+            var heapAfterClose: [Double] = []
+            for _ in 0..<memoryRounds {
+                _ = try await load.ask("open \(idleConnections)")
+                try await context.waitForCount(idleConnections, on: node)
+                try await context.waitBound("idle", idleConnections, on: node)
+                try await Task.sleep(for: .milliseconds(500))
+                perConnection.append(Double(node.residentBytes - before) / Double(idleConnections) / 1024)
+                _ = try await load.ask("closeall")
+                try await context.waitForCount(0, on: node)
+                try await Task.sleep(for: .milliseconds(300))
+                let heap = try await node.ask("heap").split(separator: " ").last.flatMap { Double($0) } ?? 0
+                heapAfterClose.append(heap / 1_048_576)
+            }
             try await Task.sleep(for: .milliseconds(500))
-            let after = node.residentBytes
-            table.add(name, (Double(before) / 1_048_576).fixed(1), (Double(after) / 1_048_576).fixed(1),
-                      (Double(after - before) / Double(idleConnections) / 1024).fixed(2))
-            _ = try await load.ask("closeall")
+            let last = node.residentBytes
+            table.add(name, (Double(before) / 1_048_576).fixed(1), perConnection[0].fixed(2),
+                      perConnection.dropFirst().map { $0.fixed(2) }.joined(separator: ", "),
+                      (Double(last) / 1_048_576).fixed(1), heapAfterClose.map { $0.fixed(1) }.joined(separator: ", "))
         }
         table.notes = [
             "Relations in Redis, a user channel subscribed per uid. The message loop is the unicast runs' forwarder",
-            "(a task per connection suspended in `for await`).",
+            "(a task per connection suspended in `for await`); the callback is the same forwarder given to",
+            "socket.handleMessages (onOpen returns; a task runs only while messages wait).",
+            "KiB per connection = (RSS with every connection open − RSS of the fresh node) / connections, per round.",
+            "Heap in use = glibc malloc_info (taken from the system minus free in its bins) once every connection of the round has closed: flat means",
+            "nothing is kept per closed connection (RSS stays higher because malloc keeps freed pages).",
             "50,000 cannot be measured here: this machine's hard limit of 20,000 open files per process caps one node process.",
         ]
         return table
@@ -215,9 +239,17 @@ struct BenchContext: Sendable {
     var redisURL: String
     var payloadSize: Int
 
-    /// Starts `serve …` on Redis; returns it and the port it listens on.
-    func startServer(_ arguments: [String]) async throws -> (ChildProcess, Int) {
-        let server = try ChildProcess(arguments: ["serve"] + arguments, environment: ["REDIS_URL": redisURL])
+    /// Starts `serve …` on Redis; returns it and the port it listens on. With
+    /// `countAllocations` the malloc interposer is preloaded into it when it
+    /// was built (its 16-byte header per allocation would skew memory figures,
+    /// so only the relay runs ask for it; `BENCH_ALLOCATIONS=0` turns it off).
+    func startServer(_ arguments: [String], countAllocations: Bool = false) async throws -> (ChildProcess, Int) {
+        var environment = ["REDIS_URL": redisURL]
+        if countAllocations, ProcessInfo.processInfo.environment["BENCH_ALLOCATIONS"] != "0",
+           let library = MallocCounter.libraryPath {
+            environment["LD_PRELOAD"] = library
+        }
+        let server = try ChildProcess(arguments: ["serve"] + arguments, environment: environment)
         let line = try await server.readLine()
         guard line.hasPrefix("port "), let port = Int(line.dropFirst(5)) else { throw BenchmarkError("server said \(line)") }
         return (server, port)

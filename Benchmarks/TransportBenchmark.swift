@@ -71,7 +71,7 @@ struct TransportBenchmark: AsyncParsableCommand {
         table.notes += results.map { "\($0.kind) back-to-back runs (deliveries/s): " + $0.runs.map(\.grouped).joined(separator: ", ") }
         table.notes += results.map { "\($0.kind) awaited runs (deliveries/s): " + $0.pacedRuns.map(\.grouped).joined(separator: ", ") }
         table.notes.append("back to back: the server calls broadcast \(messages) times without waiting (ClusterWS coalesces them into bursts);")
-        table.notes.append("each awaited: every broadcast is awaited before the next (ClusterWS: one frame and one flush per connection each).")
+        table.notes.append("each awaited: every broadcast is awaited before the next (ClusterWS: broadcastAndWait, paced by fanOutPacingBytes).")
         for line in incompleteRuns.all { table.notes.append("INCOMPLETE RUN: " + line) }
         table.notes.append("Each server runs in its own process; RSS is read from /proc/<pid>/status. Load clients run in a third process.")
         print(json ? table.json() : table.render())

@@ -32,6 +32,8 @@ struct UnicastScenario {
         var fullSpeedP99: [String: Int] = [:]
         /// Per offered load (%), the open-loop p99 (µs) of the first relay.
         var latencyP99: [Int: Int] = [:]
+        /// Per relay, the full-speed run with the median rate's node costs.
+        var costs: [String: RelayCost] = [:]
     }
 
     /// The tables, and each relay's median full-speed msgs/s.
@@ -43,7 +45,8 @@ struct UnicastScenario {
     /// The tables and the figures.
     func measureFigures(baseline: [Int: Double], withLatency: Bool) async throws -> (tables: [ResultTable], figures: Figures) {
         progress("unicast\(label): starting node b and \(receivers) receivers")
-        let (b, portB) = try await context.startServer(["--kind", "node", "--id", "b"] + nodeArguments)
+        let (b, portB) = try await context.startServer(["--kind", "node", "--id", "b"] + nodeArguments,
+                                                      countAllocations: true)
         defer { b.stop() }
         let receiving = try context.startLoad(port: portB, path: "/ws?uid=r{n}")
         defer { receiving.stop() }
@@ -53,15 +56,16 @@ struct UnicastScenario {
         let size = context.payloadSize
         var table = ResultTable(
             title: "Cross-node unicast: \(senders) sender clients on node a → \(receivers) receiver clients on node b (\(messages) msgs × \(size) B per run)",
-            columns: ["relay", "run", "delivered msgs/s", "× redis-benchmark -P 1", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
-                      "received once", "lost", "duplicates", "misrouted"])
+            columns: ["relay", "run", "delivered msgs/s", "× redis-benchmark -P 1", "node CPU µs/msg (a + b)",
+                      "allocations/msg (a + b)", "context switches/msg", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
+                      "received once", "lost", "duplicates", "misrouted", "node drops so far (a; b)"])
         var tables: [ResultTable] = []
         var medians: [String] = []
         var figures = Figures()
         for (index, relay) in relays.enumerated() {
             progress("unicast: node a forwards with \(relay)")
             let (a, portA) = try await context.startServer(["--kind", "node", "--id", "a", "--forward", "--relay", relay]
-                                                          + nodeArguments)
+                                                          + nodeArguments, countAllocations: true)
             defer { a.stop() }
             let sending = try context.startLoad(port: portA, path: "/ws?uid=s{n}")
             defer { sending.stop() }
@@ -74,28 +78,36 @@ struct UnicastScenario {
 
             var rates: [Double] = []
             var p99s: [Int] = []
+            var costs: [(Double, RelayCost)] = []
             for run in stride(from: 1, through: fixedMaximum == nil ? runs : 0, by: 1) {
                 progress("unicast: \(relay), full-speed run \(run)/\(runs)")
-                let outcome = try await context.tracked([(receiving, messages)], unicast: true) {
-                    _ = try await sending.ask("blast \(messages) \(receivers) r \(size)")
+                let (outcome, cost) = try await RelayCost.measure(a: a, b: b) {
+                    let outcome = try await context.tracked([(receiving, messages)], unicast: true) {
+                        _ = try await sending.ask("blast \(messages) \(receivers) r \(size)")
+                    }
+                    return (outcome, outcome.figures[0]["distinct", default: 0])
                 }
                 let f = outcome.figures[0]
                 let rate = Double(f["distinct", default: 0]) / outcome.seconds
                 rates.append(rate)
                 p99s.append(f["p99", default: 0])
-                table.add(relay + label, "\(run)", rate.grouped, ratio(rate, baseline[1]), ms(f["p50"]), ms(f["p90"]), ms(f["p99"]),
+                costs.append((rate, cost))
+                table.add(relay + label, "\(run)", rate.grouped, ratio(rate, baseline[1]), cost.cpu, cost.allocations,
+                          cost.contextSwitches, ms(f["p50"]), ms(f["p90"]), ms(f["p99"]),
                           ms(f["p999"]), "\(f["distinct", default: 0])/\(messages)", "\(messages - f["distinct", default: 0])",
-                          "\(f["duplicates", default: 0])", "\(f["misrouted", default: 0])")
+                          "\(f["duplicates", default: 0])", "\(f["misrouted", default: 0])", try await nodeDrops(a, b))
             }
             if !rates.isEmpty {
                 let median = rates.quantile(0.5)
                 figures.medians[relay] = median
                 figures.fullSpeedP99[relay] = p99s.sorted()[p99s.count / 2]
+                figures.costs[relay] = costs.sorted { $0.0 < $1.0 }[costs.count / 2].1
                 medians.append("\(relay): median \(median.grouped) msgs/s" + (baseline[1].map { " = \((median / $0).fixed(2))× redis-benchmark -P 1 (\($0.grouped))" } ?? ""))
             }
             if index == 0, withLatency {
                 let maximum = fixedMaximum ?? rates.quantile(0.5)
-                let (table, p99s) = try await latency(maximum: maximum, relay: relay, sending: sending, receiving: receiving)
+                let (table, p99s) = try await latency(maximum: maximum, relay: relay, sending: sending, receiving: receiving,
+                                                  nodes: (a, b))
                 tables.append(table)
                 figures.latencyP99 = p99s
             }
@@ -107,29 +119,36 @@ struct UnicastScenario {
             "send = `try await sender.send(uid:)` (waits for its PUBLISH's answer: one in flight per client, like redis-benchmark -P 1 -c 50).",
             "msgs/s: distinct probes received / seconds from the first send until the last arrived. Latency: probe's send",
             "time (sender process) to its arrival (receiver process), CLOCK_MONOTONIC; at full speed it is mostly queueing.",
+            "Node costs per relayed message, both nodes (node a's share + node b's): CPU time (user + system, getrusage),",
+            "allocation calls (ordo-one's malloc interposer preloaded into the nodes; — when it was not built) and context",
+            "switches (voluntary + involuntary), from the start of the run until the last probe arrived.",
         ] + medians
         return ((table.rows.isEmpty ? [] : [table]) + tables, figures)
     }
 
-    private func latency(maximum: Double, relay: String, sending: ChildProcess, receiving: ChildProcess) async throws
-        -> (ResultTable, [Int: Int]) {
+    private func latency(maximum: Double, relay: String, sending: ChildProcess, receiving: ChildProcess,
+                         nodes: (a: ChildProcess, b: ChildProcess)) async throws -> (ResultTable, [Int: Int]) {
         let size = context.payloadSize
         var latency = ResultTable(
             title: "Latency under open-loop load (cross-node unicast, relay \(relay)\(label), \(pacedSeconds) s per rate; maximum \(maximum.grouped) msgs/s)",
-            columns: ["offered load", "offered msgs/s", "delivered msgs/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
+            columns: ["offered load", "offered msgs/s", "delivered msgs/s", "node CPU µs/msg (a + b)", "allocations/msg (a + b)",
+                      "context switches/msg", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
                       "received once", "lost", "duplicates"])
         var p99s: [Int: Int] = [:]
         for share in loads {
             let rate = maximum * Double(share) / 100
             let total = Int(rate * Double(pacedSeconds))
             progress("latency: \(share)% = \(rate.grouped) msgs/s for \(pacedSeconds) s")
-            let outcome = try await context.tracked([(receiving, total)], unicast: true) {
-                _ = try await sending.ask("pace \(Int(rate)) \(total) \(receivers) r \(size)")
+            let (outcome, cost) = try await RelayCost.measure(a: nodes.a, b: nodes.b) {
+                let outcome = try await context.tracked([(receiving, total)], unicast: true) {
+                    _ = try await sending.ask("pace \(Int(rate)) \(total) \(receivers) r \(size)")
+                }
+                return (outcome, outcome.figures[0]["distinct", default: 0])
             }
             let f = outcome.figures[0]
             p99s[share] = f["p99"]
             latency.add("\(share)%", rate.grouped, (Double(f["distinct", default: 0]) / outcome.seconds).grouped,
-                        ms(f["p50"]), ms(f["p90"]), ms(f["p99"]), ms(f["p999"]), ms(f["max"]),
+                        cost.cpu, cost.allocations, cost.contextSwitches, ms(f["p50"]), ms(f["p90"]), ms(f["p99"]), ms(f["p999"]), ms(f["max"]),
                         "\(f["distinct", default: 0])/\(total)", "\(total - f["distinct", default: 0])", "\(f["duplicates", default: 0])")
         }
         latency.notes = [
@@ -141,6 +160,13 @@ struct UnicastScenario {
         }
         return (latency, p99s)
     }
+}
+
+/// Both nodes' drop counters since they started (`clusterws_drops_total` by reason): what a lost count is.
+func nodeDrops(_ a: ChildProcess, _ b: ChildProcess) async throws -> String {
+    let inA = try await a.ask("drops").dropFirst("drops ".count)
+    let inB = try await b.ask("drops").dropFirst("drops ".count)
+    return "\(inA); \(inB)"
 }
 
 /// Microseconds → milliseconds with two decimals.

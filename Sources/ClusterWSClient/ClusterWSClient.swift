@@ -145,8 +145,12 @@ public final class ClusterWSClient: Sendable {
             turn += 1
             stateSink.yield(.connecting(url: url, attempt: failures))
             do {
-                let connection = try await WebSocketConnection.open(url: resumeURL(url), subprotocol: "clusterws.v1",
-                                                                    maxFrameSize: maxFrameSize) { [weak self] frame in
+                let stateSink = self.stateSink
+                let connection = try await WebSocketConnection.open(
+                    url: resumeURL(url), subprotocol: "clusterws.v1", maxFrameSize: maxFrameSize,
+                    // Told before any of the connection's messages (a recovery can come in the 101's read).
+                    onOpen: { stateSink.yield(.connected(url: url)) }
+                ) { [weak self] frame in
                     self?.receive(frame)
                 }
                 let stillOpen = shared.withLock { shared -> Bool in
@@ -159,7 +163,6 @@ public final class ClusterWSClient: Sendable {
                     break
                 }
                 failures = 0
-                stateSink.yield(.connected(url: url))
                 let reason = await connection.closed()
                 shared.withLock { $0.connection = nil }
                 stateSink.yield(.disconnected(reason: reason))

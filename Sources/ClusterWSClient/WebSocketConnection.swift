@@ -17,8 +17,11 @@ final class WebSocketConnection: Sendable {
     }
 
     /// Connects to `url` (`ws://host[:port]/path?query`), upgrades with
-    /// `subprotocol`, and returns once the server accepted both.
+    /// `subprotocol`, and returns once the server accepted both. `onOpen` runs
+    /// on the event loop when the upgrade is accepted, before the first frame
+    /// reaches `onText` (frames can follow the 101 in the same read).
     static func open(url: String, subprotocol: String, maxFrameSize: Int,
+                     onOpen: @escaping @Sendable () -> Void = {},
                      onText: @escaping @Sendable (String) -> Void) async throws -> WebSocketConnection {
         guard let components = URLComponents(string: url), components.scheme == "ws", let host = components.host else {
             throw ClientError.invalidURL(url)
@@ -42,6 +45,7 @@ final class WebSocketConnection: Sendable {
                         return channel.close()
                     }
                     return channel.eventLoop.makeCompletedFuture {
+                        onOpen()
                         try channel.pipeline.syncOperations.addHandler(frames)
                         promise.succeed()
                     }

@@ -122,6 +122,14 @@ public struct ClusterConfiguration: Sendable {
         /// a peer that sends more (a bogus length prefix) gets its connection
         /// closed and re-opened.
         public var maxRedisReplyBytes: Int
+        /// Bytes of posts awaiting Redis's answers on one Redis connection past
+        /// which `sender.post…` waits for room before posting (back-pressure
+        /// instead of drops while Redis falls behind). One Redis server only.
+        public var postPacingBytes: Int = 8 << 20
+        /// Bytes of posts awaiting Redis's answers on one Redis connection past
+        /// which a post is dropped at once and counted (`reason="redis_backlog"`):
+        /// the hard bound behind the pacing, reached only by many posters at once.
+        public var maxPostBytesInFlight: Int = 32 << 20
 
         /// Creates limits; the defaults suit a production node.
         public init(maxNameBytes: Int = 256, maxTargetsPerCall: Int = 1_000, maxRoomsPerConnection: Int = 256,
@@ -263,6 +271,8 @@ extension ClusterConfiguration {
         try require(limits.subscriberBufferMessages >= 1 && limits.subscriberBufferBytes >= 1,
                     "the subscriber buffer limits must be positive")
         try require(limits.maxRedisReplyBytes >= 1_024, "limits.maxRedisReplyBytes must be at least 1 KiB")
+        try require(limits.postPacingBytes >= 0 && limits.postPacingBytes <= limits.maxPostBytesInFlight,
+                    "limits.postPacingBytes must be between 0 and limits.maxPostBytesInFlight")
     }
 }
 

@@ -14,7 +14,7 @@ package import CoreMetrics
 /// | `clusterws_limit_hits_total` | counter | node, limit (see ``LimitKind``; counted by ``NodeCounters``) |
 /// | `clusterws_redis_command_duration_seconds` | timer | node |
 /// | `clusterws_redis_reconnects_total` | counter | node |
-struct ClusterMetrics: Sendable {
+final class ClusterMetrics: Sendable {
     let connections: Meter
     let messagesOut: [String: Counter]
     let deliveredLocal: Counter

@@ -101,13 +101,14 @@ public final class ClusterNode: Service, Sendable {
         let metrics = ClusterMetrics(node: id, factory: factory)
         let counters = NodeCounters(dimensions: [("node", id)], factory: factory, logger: logger)
         redisConfiguration.maxReplyBytes = configuration.limits.maxRedisReplyBytes
+        redisConfiguration.postPacingBytes = configuration.limits.postPacingBytes
+        redisConfiguration.maxPostBytesInFlight = configuration.limits.maxPostBytesInFlight
         redisConfiguration.failoverWait = configuration.failover.wait
         redisConfiguration.failoverWaitBytes = configuration.failover.maxWaitingBytesPerShard
         redisConfiguration.hooks.replyTooLarge = { counters.hit(.redisReply) }
         let keys = ClusterKeys(configuration)
-        var context = DriverContext(id: id, epoch: epoch, keys: keys, queue: configuration.queue, counters: counters,
-                                    logger: logger)
-        context.history = configuration.history
+        let context = DriverContext(id: id, epoch: epoch, keys: keys, queue: configuration.queue,
+                                    history: configuration.history, counters: counters, logger: logger)
         let resubscribed = LateCallback()
         let (backend, driver) = RedisBackend.make(configuration: configuration, redis: redisConfiguration,
                                                   context: context, metrics: metrics, logger: logger, resubscribed: resubscribed)
@@ -149,10 +150,8 @@ public final class ClusterNode: Service, Sendable {
         self.checks = checks
         self.liveness = liveness
         self.reaper = reaper
-        var pipeline = DeliveryPipeline(id: id, epoch: epoch, registry: registry, server: server, driver: driver,
-                                        checks: checks, metrics: metrics)
-        pipeline.history = configuration.history
-        self.pipeline = pipeline
+        self.pipeline = DeliveryPipeline(id: id, epoch: epoch, registry: registry, server: server, driver: driver,
+                                         checks: checks, metrics: metrics, history: configuration.history)
         let recovery = HistoryRecovery(reader: HistoryReader(redis: backend.commands, keys: keys, history: configuration.history),
                                        server: server)
         self.recovery = recovery

@@ -70,8 +70,59 @@ package struct Envelope: Sendable, Equatable {
     }
 
     package func encoded() throws(EnvelopeError) -> ByteBuffer {
+        try validate()
+        return encodedValidated()
+    }
+
+    /// The encoding of an envelope ``validate()`` accepted: one allocation of
+    /// exactly ``encodedSize`` bytes.
+    package func encodedValidated() -> ByteBuffer {
         var buffer = ByteBuffer()
-        buffer.reserveCapacity(32 + originNode.utf8.count + payload.readableBytes)
+        buffer.reserveCapacity(encodedSize)
+        write(to: &buffer)
+        return buffer
+    }
+
+    /// Throws when a name or a list does not fit its length field; after that,
+    /// ``write(to:)`` and ``encodedValidated()`` write exactly ``encodedSize`` bytes.
+    package func validate() throws(EnvelopeError) {
+        func name(_ text: String) throws(EnvelopeError) {
+            guard text.utf8.count <= Int(UInt16.max) else { throw .tooLong("a name of \(text.utf8.count) bytes") }
+        }
+        func count(_ value: Int) throws(EnvelopeError) {
+            guard value <= Int(UInt32.max) else { throw .tooLong("a count of \(value)") }
+        }
+        try name(originNode)
+        switch target {
+        case .fds(_, let fds): try count(fds.count)
+        case .user(let text), .room(let text): try name(text)
+        case .all(let except):
+            try count(except.count)
+            for fd in except { try name(fd.node) }
+        case .users(let uids):
+            try count(uids.count)
+            for uid in uids { try name(uid) }
+        }
+        try count(payload.readableBytes)
+        if let history { try name(history.epoch) }
+    }
+
+    /// Bytes ``write(to:)`` writes.
+    package var encodedSize: Int {
+        var size = 3 + 2 + 2 + originNode.utf8.count + 8 + 8 + 4 + payload.readableBytes
+        switch target {
+        case .fds(_, let fds): size += 8 + 4 + 8 * fds.count
+        case .user(let text), .room(let text): size += 2 + text.utf8.count
+        case .all(let except): size += 4 + except.reduce(0) { $0 + 2 + $1.node.utf8.count + 16 }
+        case .users(let uids): size += 4 + uids.reduce(0) { $0 + 2 + $1.utf8.count }
+        }
+        if let history { size += 8 + 2 + history.epoch.utf8.count }
+        return size
+    }
+
+    /// Writes the envelope at the end of `buffer`; only for an envelope
+    /// ``validate()`` accepted (lengths are written as they are).
+    package func write(to buffer: inout ByteBuffer) {
         buffer.writeInteger(Self.magic.0)
         buffer.writeInteger(Self.magic.1)
         buffer.writeInteger(Self.version)
@@ -83,31 +134,33 @@ package struct Envelope: Sendable, Equatable {
         case .users: buffer.writeInteger(UInt8(5))
         }
         buffer.writeInteger(kind.rawValue)
-        try buffer.writeShortString(originNode)
+        buffer.writeValidatedShortString(originNode)
         buffer.writeInteger(originEpoch)
         buffer.writeInteger(sequence)
         switch target {
         case .fds(let epoch, let fds):
             buffer.writeInteger(epoch)
-            try buffer.writeCount(fds.count)
+            buffer.writeInteger(UInt32(truncatingIfNeeded: fds.count))
             for fd in fds { buffer.writeInteger(fd) }
         case .user(let name), .room(let name):
-            try buffer.writeShortString(name)
+            buffer.writeValidatedShortString(name)
         case .all(let except):
-            try buffer.writeCount(except.count)
+            buffer.writeInteger(UInt32(truncatingIfNeeded: except.count))
             for fd in except {
-                try buffer.writeShortString(fd.node)
+                buffer.writeValidatedShortString(fd.node)
                 buffer.writeInteger(fd.epoch)
                 buffer.writeInteger(fd.fd)
             }
         case .users(let uids):
-            try buffer.writeCount(uids.count)
-            for uid in uids { try buffer.writeShortString(uid) }
+            buffer.writeInteger(UInt32(truncatingIfNeeded: uids.count))
+            for uid in uids { buffer.writeValidatedShortString(uid) }
         }
-        try buffer.writeCount(payload.readableBytes)
+        buffer.writeInteger(UInt32(truncatingIfNeeded: payload.readableBytes))
         buffer.writeImmutableBuffer(payload)
-        if let history { try Self.appendHistory(history, to: &buffer) }
-        return buffer
+        if let history {
+            buffer.writeInteger(history.offset)
+            buffer.writeValidatedShortString(history.epoch)
+        }
     }
 
     /// Appends a history block to an encoded envelope that has none (what
@@ -206,9 +259,10 @@ extension ByteBuffer {
         writeString(text)
     }
 
-    fileprivate mutating func writeCount(_ count: Int) throws(EnvelopeError) {
-        guard let value = UInt32(exactly: count) else { throw .tooLong("a count of \(count)") }
-        writeInteger(value)
+    /// A name ``Envelope/validate()`` checked: its length fits 16 bits.
+    fileprivate mutating func writeValidatedShortString(_ text: String) {
+        writeInteger(UInt16(truncatingIfNeeded: text.utf8.count))
+        writeString(text)
     }
 
     fileprivate mutating func readShortString() throws(EnvelopeError) -> String {

@@ -22,7 +22,20 @@ package actor LocalRegistry {
     private struct Tables {
         var entries: [UInt64: Entry] = [:]
         var users: [String: Set<UInt64>] = [:]
+        /// Each user's sockets, kept beside `users` (a user has a few devices): a send
+        /// to a user returns this array as it is, no lookup per fd and no new array.
+        var userSockets: [String: [WebSocket]] = [:]
         var rooms: [String: Set<UInt64>] = [:]
+
+        mutating func addSocket(_ socket: WebSocket, user uid: String) {
+            userSockets[uid, default: []].append(socket)
+        }
+
+        mutating func removeSocket(_ fd: UInt64, user uid: String) {
+            guard var sockets = userSockets[uid] else { return }
+            sockets.removeAll { $0.id == fd }
+            userSockets[uid] = sockets.isEmpty ? nil : sockets
+        }
 
         func sockets(_ fds: Set<UInt64>?) -> [WebSocket] {
             fds.map { $0.compactMap { entries[$0]?.socket } } ?? []
@@ -88,6 +101,7 @@ package actor LocalRegistry {
                 if !entry.rooms.isEmpty { memberships.append((fd, Array(entry.rooms))) }
                 if let uid = entry.uid {
                     bound.append((fd, uid))
+                    tables.removeSocket(fd, user: uid)
                     if Self.detach(fd, from: &tables.users, key: uid) { gone.append(keys.userChannel(uid)) }
                 }
                 for room in entry.rooms where Self.detach(fd, from: &tables.rooms, key: room) {
@@ -117,7 +131,11 @@ package actor LocalRegistry {
             entry.uid = uid
             tables.entries[fd] = entry
             var gone: [String] = []
-            if let previous, Self.detach(fd, from: &tables.users, key: previous) { gone.append(keys.userChannel(previous)) }
+            if let previous {
+                tables.removeSocket(fd, user: previous)
+                if Self.detach(fd, from: &tables.users, key: previous) { gone.append(keys.userChannel(previous)) }
+            }
+            tables.addSocket(entry.socket, user: uid)
             return (previous, gone, Self.attach(fd, to: &tables.users, key: uid))
         }
         if !gone.isEmpty { try await subscriber.unsubscribe(gone) }
@@ -131,6 +149,7 @@ package actor LocalRegistry {
             guard var entry = tables.entries[fd], let uid = entry.uid else { return (nil, false) }
             entry.uid = nil
             tables.entries[fd] = entry
+            tables.removeSocket(fd, user: uid)
             return (uid, Self.detach(fd, from: &tables.users, key: uid))
         }
         if let uid, last { try await subscriber.unsubscribe([keys.userChannel(uid)]) }
@@ -170,7 +189,7 @@ package actor LocalRegistry {
 
 
     nonisolated func sockets(user uid: String) -> [WebSocket] {
-        tables.withLock { $0.sockets($0.users[uid]) }
+        tables.withLock { $0.userSockets[uid] ?? [] }
     }
 
     nonisolated func sockets(room: String) -> [WebSocket] {
@@ -179,7 +198,7 @@ package actor LocalRegistry {
 
     /// The local connections of any of `uids` (each connection has one uid, so no repeats).
     nonisolated func sockets(users uids: [String]) -> [WebSocket] {
-        tables.withLock { tables in uids.flatMap { tables.sockets(tables.users[$0]) } }
+        tables.withLock { tables in uids.flatMap { tables.userSockets[$0] ?? [] } }
     }
 
     nonisolated func sockets(fds: [UInt64]) -> [WebSocket] {

@@ -4,8 +4,8 @@ import NIOPosix
 /// The Redis a node talks to: one server, or a Redis Cluster. Each case keeps
 /// its concrete types, so nothing needs a downcast to reach them.
 package enum RedisBackend: Sendable {
-    /// One server: a command connection and a subscriber connection.
-    case single(RedisConnection, RedisSubscriber)
+    /// One server: a command connection per event loop and a subscriber connection.
+    case single(LoopConnections, RedisSubscriber)
     /// A Redis Cluster: a slot-routing client and sharded pub/sub.
     case cluster(RedisClusterClient, ClusterPubSub)
 
@@ -58,7 +58,7 @@ package enum RedisBackend: Sendable {
             }
             return (.cluster(cluster, pubSub), driver)
         }
-        let connection = RedisConnection(configuration: redis, eventLoop: loops.next(), logger: logger,
+        let connection = LoopConnections(configuration: redis, loops: loops, logger: logger,
                                          commandDuration: metrics.redisCommand, reconnects: metrics.redisReconnects,
                                          setupCommands: setup)
         var subscriberRedis = redis

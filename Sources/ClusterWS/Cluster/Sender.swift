@@ -11,9 +11,14 @@ public import NIOCore
 /// arguments are checked, local connections are written at once, and the
 /// message is handed to Redis for the other nodes. `send…` then waits for
 /// Redis's answer, so it can return how many nodes had a target and throw
-/// when Redis cannot be reached. `post…` returns at once: a connection's
-/// `for await` loop goes on to its next message while the previous ones are
-/// on their way, and back-to-back `postAll` calls share flushes on every node.
+/// when Redis cannot be reached. `post…` does not wait for that answer: a
+/// connection's `for await` loop goes on to its next message while the
+/// previous ones are on their way, and back-to-back `postAll` calls share
+/// flushes on every node. It waits only when Redis falls behind: while more
+/// than `limits.postPacingBytes` of posts await Redis's answers on the
+/// caller's connection, a post waits for room first (one Redis; on a Redis
+/// Cluster a shard's own bound applies), so a relay slows down — and stops
+/// reading its socket — instead of its posts being dropped.
 ///
 /// - Arguments are checked before anything is sent: a uid or room that breaks
 ///   the naming rules, or more targets than `limits.maxTargetsPerCall`, throws
@@ -74,7 +79,7 @@ public struct Sender: Sendable {
         let plan = try pipeline.plan(.users(uids), message)
         let counts = try await pipeline.send(plan)
         guard case .users(let distinct) = plan.remote?.destination ?? .users([]) else { return [:] }
-        return Dictionary(uniqueKeysWithValues: zip(distinct, counts))
+        return Dictionary(uniqueKeysWithValues: zip(distinct, counts.array))
     }
 
     /// Sends to one connection, wherever it is. Seed: `DistributeFd::send`.
@@ -111,7 +116,7 @@ public struct Sender: Sendable {
     /// Posts to every connection of `uid`, on every node.
     /// - Throws: ``ClusterError/invalidName(_:)`` for a bad uid (nothing is sent).
     public func post(uid: String, _ message: WebSocketMessage) async throws(ClusterError) {
-        pipeline.post(try pipeline.plan(.user(uid), message))
+        await pipeline.post(try pipeline.plan(.user(uid), message))
     }
 
     /// Posts `text` to `uid` with the configured default opcode.
@@ -123,29 +128,29 @@ public struct Sender: Sendable {
     /// - Throws: ``ClusterError`` for a bad uid or too many of them (nothing is sent).
     public func postMulti(uids: [String], _ message: WebSocketMessage) async throws(ClusterError) {
         if let plans = try pipeline.perUserPlans(uids, message) {
-            for (_, plan) in plans { pipeline.post(plan) }
+            for (_, plan) in plans { await pipeline.post(plan) }
             return
         }
-        pipeline.post(try pipeline.plan(.users(uids), message))
+        await pipeline.post(try pipeline.plan(.users(uids), message))
     }
 
     /// Posts to every member of `room`, on every node.
     /// - Throws: ``ClusterError/invalidName(_:)`` for a bad room name (nothing is sent).
     public func post(room: String, _ message: WebSocketMessage) async throws(ClusterError) {
-        pipeline.post(try pipeline.plan(.room(room), message))
+        await pipeline.post(try pipeline.plan(.room(room), message))
     }
 
     /// Posts to one connection, wherever it is.
     /// - Throws: ``ClusterError/invalidName(_:)`` for an address whose node id breaks the rules.
     public func post(to fd: DistributedFD, _ message: WebSocketMessage) async throws(ClusterError) {
-        pipeline.post(try pipeline.plan(.connections(node: fd.node, epoch: fd.epoch, fds: [fd.fd]), message))
+        await pipeline.post(try pipeline.plan(.connections(node: fd.node, epoch: fd.epoch, fds: [fd.fd]), message))
     }
 
     /// Posts to every connection of every node, except `except`.
     /// - Throws: ``ClusterError/tooManyTargets(count:limit:)`` for an `except`
     ///   list past `limits.maxTargetsPerCall` (nothing is sent).
     public func postAll(_ message: WebSocketMessage, except: [DistributedFD] = []) async throws(ClusterError) {
-        pipeline.post(try pipeline.plan(.everyone(except: except), message))
+        await pipeline.post(try pipeline.plan(.everyone(except: except), message))
     }
 
     /// Posts `text` to everyone with the configured default opcode.

@@ -14,18 +14,28 @@ package final class HiredisReplyDecoder: ChannelInboundHandler {
     package typealias InboundOut = RedisValue
 
     private let reader: UnsafeMutablePointer<redisReader>
+    private let builder: ReplyBuilder
     private let maxReplyBytes: Int
     private let onReplyTooLarge: (@Sendable () -> Void)?
+    private let pushSink: (@Sendable (RedisPubSubMessage) -> Void)?
     /// Bytes fed since the last complete reply.
     private var pendingBytes = 0
     private var failed = false
 
     /// `nil` if hiredis cannot allocate a reader (out of memory).
-    package init?(maxReplyBytes: Int = 256 << 20, onReplyTooLarge: (@Sendable () -> Void)? = nil) {
-        guard let reader = redisReaderCreate() else { return nil }
+    /// - Parameter pushSink: on a subscriber connection, receives every
+    ///   `message`/`smessage` push directly (built from the reader's callbacks,
+    ///   never as a ``RedisValue``); other replies go down the pipeline.
+    package init?(maxReplyBytes: Int = 256 << 20, onReplyTooLarge: (@Sendable () -> Void)? = nil,
+                  pushSink: (@Sendable (RedisPubSubMessage) -> Void)? = nil,
+                  allocator: ByteBufferAllocator = ByteBufferAllocator()) {
+        guard let reader = redisReaderCreateWithFunctions(replyBuilderFunctions) else { return nil }
         self.reader = reader
+        self.builder = ReplyBuilder(allocator: allocator, decodesPushes: pushSink != nil)
+        reader.pointee.privdata = Unmanaged.passUnretained(builder).toOpaque()
         self.maxReplyBytes = maxReplyBytes
         self.onReplyTooLarge = onReplyTooLarge
+        self.pushSink = pushSink
     }
 
     deinit {
@@ -43,12 +53,14 @@ package final class HiredisReplyDecoder: ChannelInboundHandler {
         while true {
             var object: UnsafeMutableRawPointer?
             guard redisReaderGetReply(reader, &object) == REDIS_OK else { return fail(context: context) }
-            guard let object else { break }
+            guard object != nil, let output = builder.take() else { break }
             pendingBytes = 0
-            let reply = object.assumingMemoryBound(to: redisReply.self)
-            let value = RedisValue(reply: reply, allocator: context.channel.allocator)
-            freeReplyObject(object)
-            context.fireChannelRead(wrapInboundOut(value))
+            switch output {
+            case .push(let message):
+                if let pushSink { pushSink(message) }
+            case .value(let value):
+                context.fireChannelRead(wrapInboundOut(value))
+            }
         }
         // What is left in hiredis's buffer belongs to a reply not complete yet.
         if pendingBytes > maxReplyBytes {
@@ -59,50 +71,12 @@ package final class HiredisReplyDecoder: ChannelInboundHandler {
 
     private func fail(context: ChannelHandlerContext, _ why: String? = nil) {
         failed = true
+        builder.reset()
         let parserMessage = withUnsafeBytes(of: &reader.pointee.errstr) { raw in
             String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
         }
         let message = why ?? parserMessage
         context.fireErrorCaught(RedisError.protocolError(message.isEmpty ? "unparseable reply" : message))
         context.close(promise: nil)
-    }
-}
-
-extension RedisValue {
-    /// Copies a hiredis reply tree into Swift values.
-    init(reply: UnsafePointer<redisReply>, allocator: ByteBufferAllocator) {
-        let node = reply.pointee
-        switch node.type {
-        case REDIS_REPLY_INTEGER:
-            self = .integer(Int64(node.integer))
-        case REDIS_REPLY_STRING:
-            var buffer = allocator.buffer(capacity: node.len)
-            if node.len > 0, let bytes = node.str {
-                buffer.writeBytes(UnsafeRawBufferPointer(start: bytes, count: node.len))
-            }
-            self = .bulkString(buffer)
-        case REDIS_REPLY_STATUS:
-            self = .simpleString(Self.text(node))
-        case REDIS_REPLY_ERROR:
-            self = .error(Self.text(node))
-        case REDIS_REPLY_ARRAY:
-            var elements: [RedisValue] = []
-            elements.reserveCapacity(node.elements)
-            for index in 0..<node.elements {
-                if let child = node.element[index] {
-                    elements.append(RedisValue(reply: child, allocator: allocator))
-                } else {
-                    elements.append(.null)
-                }
-            }
-            self = .array(elements)
-        default:  // REDIS_REPLY_NIL
-            self = .null
-        }
-    }
-
-    private static func text(_ node: redisReply) -> String {
-        guard node.len > 0, let bytes = node.str else { return "" }
-        return String(decoding: UnsafeRawBufferPointer(start: bytes, count: node.len), as: UTF8.self)
     }
 }

@@ -13,9 +13,20 @@ package protocol RedisCommands: Sendable {
     func shutdown() async
     /// Returns once commands can be sent (or throws after `timeout`).
     func waitUntilReady(timeout: Duration) async throws
+    /// Whether a pacing poster should wait before its next post.
+    var isPostBacklogged: Bool { get }
+    /// Returns once a pacing poster may post again.
+    func waitForPostRoom() async
 }
 
 extension RedisCommands {
+    /// Whether a pacing poster should wait (see ``RedisConnection/isPostBacklogged``);
+    /// `false` where posts are not paced (a Redis Cluster: each shard's bound applies).
+    package var isPostBacklogged: Bool { false }
+
+    /// Waits until a post may go (see ``RedisConnection/waitForPostRoom()``).
+    package func waitForPostRoom() async {}
+
     /// Sends one command with the configured timeout.
     package func send(_ command: RedisCommand) async throws -> RedisValue {
         try await send(command, timeout: nil)

@@ -62,6 +62,23 @@ package struct RedisCommand: Sendable {
         self.slot = Self.routingKey(name, arguments).map { RedisClusterSlot.of($0) }
     }
 
+    /// `PUBLISH`/`SPUBLISH` of an envelope on `channel`, the envelope written
+    /// straight into the command's one buffer (it must have been
+    /// ``Envelope/validate()``d).
+    package init(publish verb: String, channel: String, envelope: Envelope) {
+        let size = envelope.encodedSize
+        var buffer = Self.allocator.buffer(capacity: 48 + verb.utf8.count + channel.utf8.count + size)
+        buffer.writeRESPHeader(marker: UInt8(ascii: "*"), count: 3)
+        buffer.writeRESPBulk(verb)
+        buffer.writeRESPBulk(channel)
+        buffer.writeRESPHeader(marker: UInt8(ascii: "$"), count: size)
+        envelope.write(to: &buffer)
+        buffer.writeInteger(UInt16(0x0D0A))  // CRLF
+        self.bytes = buffer
+        self.replyCount = 1
+        self.slot = verb == "SPUBLISH" ? RedisClusterSlot.of(channel) : nil
+    }
+
     /// The same command, sent to the master of `key`'s slot (for a keyless
     /// command that must reach a given node, such as `WAIT` after a write there).
     package func routed(withSlotOf key: String) -> RedisCommand {

@@ -23,11 +23,7 @@ package final class RedisCommandHandler: ChannelDuplexHandler {
         var deadline: NIODeadline
 
         func fail(_ error: RedisError) {
-            switch completion {
-            case .one(let promise): promise.fail(error)
-            case .many(let promise): promise.fail(error)
-            case nil: break
-            }
+            completion?.fail(error)
         }
     }
 
@@ -36,13 +32,32 @@ package final class RedisCommandHandler: ChannelDuplexHandler {
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
     private let pushSink: (@Sendable (RedisPubSubMessage) -> Void)?
+    /// Set while the handler is in a pipeline: lets ``submit(_:)`` write without going through `NIOAny`.
+    private var context: ChannelHandlerContext?
 
     package init(pushSink: (@Sendable (RedisPubSubMessage) -> Void)? = nil) {
         self.pushSink = pushSink
     }
 
+    package func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
     package func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let request = unwrapOutboundIn(data)
+        enqueue(unwrapOutboundIn(data), context: context, promise: promise)
+    }
+
+    /// What writing `request` down the pipeline does, called directly on the
+    /// channel's event loop (a request in a `NIOAny` is boxed: an allocation per
+    /// command). `false` once the handler has left its pipeline: write it to the
+    /// channel then (it fails there as the channel is gone).
+    func submit(_ request: RedisRequest) -> Bool {
+        guard let context else { return false }
+        enqueue(request, context: context, promise: nil)
+        return true
+    }
+
+    private func enqueue(_ request: RedisRequest, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
         let entry = Pending(completion: request.completion, remainingReplies: request.replyCount,
                             deadline: request.deadline)
         if let closedError {
@@ -55,6 +70,7 @@ package final class RedisCommandHandler: ChannelDuplexHandler {
             switch request.completion {
             case .one(let reply): reply.succeed(.null)
             case .many(let replies): replies.succeed([])
+            case .post(let ledger, let bytes, _): ledger.release(bytes)
             }
             context.write(wrapOutboundOut(request.bytes), promise: promise)
             return
@@ -94,6 +110,9 @@ package final class RedisCommandHandler: ChannelDuplexHandler {
             }
         case .many(let promise):
             promise.succeed(head.collected)
+        case .post(let ledger, let bytes, let onFailure):
+            ledger.release(bytes)
+            if case .error(let message) = value { onFailure(.reply(message)) }
         case nil:
             break  // timed out earlier: the late reply is dropped
         }
@@ -111,6 +130,7 @@ package final class RedisCommandHandler: ChannelDuplexHandler {
     }
 
     package func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
         failAll(.connectionLost)
     }
 

@@ -48,6 +48,11 @@ package struct RedisConfiguration: Sendable, Hashable {
     /// ``RedisError/backlogFull`` (counted by the caller) instead of queueing
     /// without bound while Redis falls behind.
     package var maxPostBytesInFlight = 32 << 20
+    /// Past this many bytes of unanswered posts on a connection, a caller
+    /// that paces (``RedisConnection/waitForPostRoom()``: `sender.post`)
+    /// waits for Redis's answers before it posts, instead of running into
+    /// ``maxPostBytesInFlight``.
+    package var postPacingBytes = 8 << 20
     /// How often an idle link is checked with `PING` (also in subscribe mode,
     /// where Redis allows it); `nil` turns checks off. A link whose peer has
     /// vanished without a FIN or RST is only noticed this way.

@@ -38,8 +38,13 @@ package actor RedisConnection: Service, RedisReconnecting {
     package let configuration: RedisConfiguration
     nonisolated let eventLoop: any EventLoop
     let logger: Logger
-    var link = RedisLinkState<CheckedContinuation<Void, any Error>>()
-    private var flushScheduled = false
+    // The link and the write path's state are touched only on the connection's event
+    // loop (the actor's executor). nonisolated(unsafe) lets a handler on that loop post
+    // or send without `assumeIsolated`, whose closure costs two allocations per call.
+    nonisolated(unsafe) var link = RedisLinkState<CheckedContinuation<Void, any Error>>()
+    nonisolated(unsafe) private var flushScheduled = false
+    /// The current channel's command handler, to hand it requests directly (see ``RedisCommandHandler/submit(_:)``).
+    nonisolated(unsafe) private var handler: (channel: ObjectIdentifier, handler: RedisCommandHandler)?
     private let commandDuration: Timer?
     /// Sent on every new connection before any other command (for example `SCRIPT LOAD`).
     private let setupCommands: [RedisCommand]
@@ -47,10 +52,10 @@ package actor RedisConnection: Service, RedisReconnecting {
     /// client opens a master's connection when it first reads the map, and a
     /// post may come right then): written, in order, when it is ready; failed
     /// if it fails. Bounded by ``maxHeldPostBytes``; later posts fail at once.
-    private var heldPosts: [(command: RedisCommand, onFailure: @Sendable (RedisError) -> Void)] = []
-    private var heldPostBytes = 0
+    nonisolated(unsafe) private var heldPosts: [(command: RedisCommand, onFailure: @Sendable (RedisError) -> Void)] = []
+    nonisolated(unsafe) private var heldPostBytes = 0
     /// Bytes of posts written and not answered yet (bounded by ``RedisConfiguration/maxPostBytesInFlight``).
-    private var postBytesInFlight = 0
+    package nonisolated let postLedger = PostLedger()
     /// Most bytes of posts held while the first connection opens.
     static let maxHeldPostBytes = 1 << 20
 
@@ -106,16 +111,54 @@ package actor RedisConnection: Service, RedisReconnecting {
     ///   (for blocking commands such as `XREADGROUP ... BLOCK`).
     /// - Throws: ``RedisError/reply(_:)`` for an error reply; see the type's
     ///   documentation for what happens while disconnected.
-    package func send(_ command: RedisCommand, timeout: Duration? = nil) async throws -> RedisValue {
+    ///
+    /// On the connection's own event loop with the link up (a connection
+    /// handler's task on its loop), the command is written and its reply
+    /// awaited without a hop to the actor and back.
+    package nonisolated func send(_ command: RedisCommand, timeout: Duration? = nil) async throws -> RedisValue {
+        if eventLoop.inEventLoop, let reply = submitIfReady(command, timeout: timeout) {
+            guard let commandDuration else { return try await reply.get() }
+            let start = NIODeadline.now()
+            defer { commandDuration.recordNanoseconds((NIODeadline.now() - start).nanoseconds) }
+            return try await reply.get()
+        }
+        return try await sendWaitingForLink(command, timeout: timeout)
+    }
+
+    /// Writes `command` if the link is up; its reply's future, or `nil` to take the waiting path.
+    /// On the connection's loop only.
+    private nonisolated func submitIfReady(_ command: RedisCommand, timeout: Duration?) -> EventLoopFuture<RedisValue>? {
+        eventLoop.assertInEventLoop()
+        guard case .send(let channel) = link.readiness else { return nil }
+        let promise = eventLoop.makePromise(of: RedisValue.self)
+        let deadline = NIODeadline.now() + (timeout ?? configuration.commandTimeout).timeAmount
+        submit(on: channel, RedisRequest(command: command, promise: promise, deadline: deadline))
+        scheduleFlush(channel)
+        return promise.futureResult
+    }
+
+    private func sendWaitingForLink(_ command: RedisCommand, timeout: Duration?) async throws -> RedisValue {
         let channel = try await readyChannel()
         let promise = eventLoop.makePromise(of: RedisValue.self)
         let deadline = NIODeadline.now() + (timeout ?? configuration.commandTimeout).timeAmount
-        channel.submit(RedisRequest(command: command, promise: promise, deadline: deadline))
+        submit(on: channel, RedisRequest(command: command, promise: promise, deadline: deadline))
         scheduleFlush(channel)
         guard let commandDuration else { return try await promise.futureResult.get() }
         let start = NIODeadline.now()
         defer { commandDuration.recordNanoseconds((NIODeadline.now() - start).nanoseconds) }
         return try await promise.futureResult.get()
+    }
+
+    /// Whether more than ``RedisConfiguration/postPacingBytes`` of posts
+    /// await their answers here (a pacing caller then awaits ``waitForPostRoom()``).
+    package nonisolated var isPostBacklogged: Bool { postLedger.bytes > configuration.postPacingBytes }
+
+    /// Returns once at most ``RedisConfiguration/postPacingBytes`` of posts
+    /// await their answers on this connection: `sender.post` waits here
+    /// while Redis falls behind, so its caller slows down (and its socket's
+    /// reads with it) instead of its posts failing at ``RedisConfiguration/maxPostBytesInFlight``.
+    package nonisolated func waitForPostRoom() async {
+        await postLedger.waitUntil(atMost: configuration.postPacingBytes)
     }
 
     /// Writes `command` without waiting for its reply, in call order with the
@@ -125,21 +168,36 @@ package actor RedisConnection: Service, RedisReconnecting {
     /// Nothing waits for a reconnection: while disconnected or shutting down the
     /// command is not sent and `onFailure` gets the reason. An error reply, a
     /// timeout or a dropped connection also go to `onFailure` (on the event loop).
+    ///
+    /// On the connection's own event loop (a connection handler's task runs on
+    /// its loop) the command is queued at once, without a hop; a caller stays on
+    /// one executor, so its posts keep their order.
+    ///
+    /// Its bytes count as in flight from this call on (see ``isPostBacklogged``),
+    /// so a caller that paces sees its own posts at once, from any thread. Past
+    /// ``RedisConfiguration/maxPostBytesInFlight`` it fails at once with
+    /// ``RedisError/backlogFull``, on the caller's thread.
     package nonisolated func post(_ command: RedisCommand, onFailure: @escaping @Sendable (RedisError) -> Void) {
-        eventLoop.execute {
-            self.assumeIsolated { $0.postNow(command, onFailure: onFailure) }
+        guard postLedger.take(command.bytes.readableBytes, limit: configuration.maxPostBytesInFlight) else {
+            return onFailure(.backlogFull)
         }
+        if eventLoop.inEventLoop { return postNow(command, onFailure: onFailure) }
+        eventLoop.execute { self.postNow(command, onFailure: onFailure) }
     }
 
-    private func postNow(_ command: RedisCommand, onFailure: @escaping @Sendable (RedisError) -> Void) {
+    /// On the connection's loop only.
+    private nonisolated func postNow(_ command: RedisCommand, onFailure: @escaping @Sendable (RedisError) -> Void) {
         let channel: any Channel
+        let bytes = command.bytes.readableBytes
         switch link.readiness {
         case .send(let ready): channel = ready
-        case .fail(let error): return onFailure(error)
+        case .fail(let error):
+            postLedger.release(bytes)
+            return onFailure(error)
         case .wait:
-            let bytes = command.bytes.readableBytes
             guard link.generation == 0, link.lastError == nil, !link.isShuttingDown,
                   heldPostBytes + bytes <= Self.maxHeldPostBytes else {
+                postLedger.release(bytes)
                 return onFailure(link.lastError ?? .notConnected)
             }
             heldPosts.append((command, onFailure))
@@ -149,16 +207,10 @@ package actor RedisConnection: Service, RedisReconnecting {
         write(command, on: channel, onFailure: onFailure)
     }
 
-    private func write(_ command: RedisCommand, on channel: any Channel, onFailure: @escaping @Sendable (RedisError) -> Void) {
-        let bytes = command.bytes.readableBytes
-        guard postBytesInFlight + bytes <= configuration.maxPostBytesInFlight else { return onFailure(.backlogFull) }
-        postBytesInFlight += bytes
-        let promise = eventLoop.makePromise(of: RedisValue.self)
-        promise.futureResult.whenComplete { result in
-            self.assumeIsolated { $0.postBytesInFlight -= bytes }
-            if case .failure(let error) = result { onFailure(error as? RedisError ?? .connectionLost) }
-        }
-        channel.submit(RedisRequest(command: command, promise: promise,
+    /// Writes a post whose bytes ``post(_:onFailure:)`` counted in; its answer gives them back.
+    private nonisolated func write(_ command: RedisCommand, on channel: any Channel,
+                                   onFailure: @escaping @Sendable (RedisError) -> Void) {
+        submit(on: channel, RedisRequest(post: command, ledger: postLedger, onFailure: onFailure,
                                     deadline: NIODeadline.now() + configuration.commandTimeout.timeAmount))
         scheduleFlush(channel)
     }
@@ -173,7 +225,7 @@ package actor RedisConnection: Service, RedisReconnecting {
         let channel = try await readyChannel()
         let promise = eventLoop.makePromise(of: [RedisValue].self)
         let deadline = NIODeadline.now() + configuration.commandTimeout.timeAmount
-        channel.submit(RedisRequest(batch: commands, promise: promise, deadline: deadline))
+        submit(on: channel, RedisRequest(batch: commands, promise: promise, deadline: deadline))
         scheduleFlush(channel)
         let replies: [RedisValue]
         do {
@@ -217,15 +269,23 @@ package actor RedisConnection: Service, RedisReconnecting {
 
     /// Writes made while this job runs are flushed together once it and the
     /// jobs queued behind it have run.
-    private func scheduleFlush(_ channel: any Channel) {
+    private nonisolated func scheduleFlush(_ channel: any Channel) {
         guard !flushScheduled else { return }
         flushScheduled = true
         eventLoop.execute {
-            self.assumeIsolated { connection in
-                connection.flushScheduled = false
-                channel.flush()
-            }
+            self.flushScheduled = false
+            channel.flush()
         }
+    }
+
+    /// Writes `request` (no flush): straight to the channel's command handler on
+    /// this loop, else through the channel.
+    private nonisolated func submit(on channel: any Channel, _ request: RedisRequest) {
+        if eventLoop.inEventLoop, channel.isActive, let handler, handler.channel == ObjectIdentifier(channel),
+           handler.handler.submit(request) {
+            return
+        }
+        channel.submit(request)
     }
 
     func openChannel() async throws -> any Channel {
@@ -233,6 +293,8 @@ package actor RedisConnection: Service, RedisReconnecting {
     }
 
     func prepare(_ channel: any Channel) async throws {
+        handler = (try? channel.pipeline.syncOperations.handler(type: RedisCommandHandler.self))
+            .map { (ObjectIdentifier(channel), $0) }
         for future in RedisConnector.execute(setupCommands, on: channel, timeout: configuration.commandTimeout) {
             _ = try await future.get()
         }
@@ -248,6 +310,9 @@ package actor RedisConnection: Service, RedisReconnecting {
         let held = heldPosts
         heldPosts = []
         heldPostBytes = 0
-        for (_, onFailure) in held { onFailure(error) }
+        for (command, onFailure) in held {
+            postLedger.release(command.bytes.readableBytes)
+            onFailure(error)
+        }
     }
 }

@@ -22,7 +22,8 @@ enum RedisConnector {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard let decoder = HiredisReplyDecoder(maxReplyBytes: configuration.maxReplyBytes,
-                                                            onReplyTooLarge: configuration.hooks.replyTooLarge) else {
+                                                            onReplyTooLarge: configuration.hooks.replyTooLarge,
+                                                            pushSink: pushSink, allocator: channel.allocator) else {
                         throw RedisError.protocolError("hiredis could not allocate a reply reader")
                     }
                     try channel.pipeline.syncOperations.addHandlers(decoder, RedisCommandHandler(pushSink: pushSink))

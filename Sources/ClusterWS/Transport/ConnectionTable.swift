@@ -22,15 +22,24 @@ final class ConnectionTable: Sendable {
         struct Outbox {
             /// Entries queued since the last drain, in order.
             var messages: [Entry] = []
-            /// Promises of `broadcastAndWait` callers, succeeded by the drain.
+            /// Promises of `broadcastAndWait` callers over the pacing budget,
+            /// succeeded once their broadcast was flushed to every connection.
             var written: [EventLoopPromise<Void>] = []
             /// Whether a drain is scheduled.
             var scheduled = false
             /// Payload bytes of `messages` (bounded by `fanOutQueueBytes`).
             var bytes = 0
+            /// Payload bytes of broadcasts queued or written and not yet flushed
+            /// to every connection (compared with `fanOutPacingBytes`).
+            var unflushed = 0
         }
         let outbox = Mutex(Outbox())
-        init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
+        /// Flushes after broadcasts, a slice at a time (only touched on the loop).
+        let flushPass: FlushPass
+        init(eventLoop: any EventLoop) {
+            self.eventLoop = eventLoop
+            flushPass = FlushPass(eventLoop: eventLoop)
+        }
     }
 
     let loops: [LoopConnections]

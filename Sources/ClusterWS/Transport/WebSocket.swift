@@ -33,11 +33,15 @@ public actor WebSocket {
     nonisolated let inbound: InboundBuffer
     private let maxOutboundBufferBytes: Int
     nonisolated let counters: NodeCounters
-    private var unwritableBytes = 0
+    // The write path's state is touched only on the connection's event loop (the
+    // actor's executor): nonisolated(unsafe) lets a fan-out write from the loop without
+    // `assumeIsolated`, whose closure costs two allocations per call.
+    nonisolated(unsafe) private var unwritableBytes = 0
+    nonisolated(unsafe) private var writesClosed = false
     private var flushScheduled = false
     private var writableWaiters: [CheckedContinuation<Void, Never>] = []
     /// Asks the handler to close, with a handshake or at once.
-    private var closeRequested: ((WebSocketCloseCode, String, CloseMode) -> Void)?
+    nonisolated(unsafe) private var closeRequested: ((WebSocketCloseCode, String, CloseMode) -> Void)?
     private var closeWaiters: [CheckedContinuation<WebSocketCloseCode, Never>] = []
     /// Set once the connection has closed: the code the peer sent or we failed it with.
     public private(set) var closeCode: WebSocketCloseCode?
@@ -72,6 +76,23 @@ public actor WebSocket {
     /// server stops reading this socket until the application consumes more.
     /// Iterate it from one task only.
     public nonisolated var messages: WebSocketMessages { WebSocketMessages(buffer: inbound) }
+
+    /// Calls `handler` for every message the client sends, in order, one at a
+    /// time: the callback form of ``messages`` (the reference package's
+    /// `onMessage`). Returns at once; messages that arrived before it are
+    /// handled first.
+    ///
+    /// Use it instead of a `for await` loop when a node holds many mostly
+    /// idle connections: a loop keeps a suspended task per connection, while
+    /// here a task on the connection's event loop runs only while messages
+    /// wait and ends when none is left (the idle-memory benchmark gives the
+    /// difference). The same limits apply: past ``WebSocketServerConfiguration/inboundBufferLimit``
+    /// waiting messages the socket stops being read until the handler catches
+    /// up. Never block in the handler (it runs on the event loop); await as
+    /// you would in a loop. Use one form per connection, not both.
+    public nonisolated func handleMessages(_ handler: @escaping @Sendable (WebSocketMessage) async -> Void) {
+        inbound.handle(with: handler)
+    }
 
     /// `true` until the connection starts closing.
     public var isOpen: Bool { closeCode == nil && closeRequested != nil }
@@ -116,8 +137,11 @@ public actor WebSocket {
     /// and pongs answering its pings), so a client whose socket stays
     /// unwritable while more than `maxOutboundBufferBytes` pile up is closed
     /// at once with 1008 and counted, whatever it made us write.
-    func writeWithoutFlush(_ bytes: ByteBuffer) -> Bool {
-        guard closeCode == nil else { return false }
+    ///
+    /// Only on the connection's event loop (the transport's drain, or the actor).
+    nonisolated func writeWithoutFlush(_ bytes: ByteBuffer) -> Bool {
+        channel.eventLoop.assertInEventLoop()
+        guard !writesClosed else { return false }
         if !channel.isWritable {
             unwritableBytes += bytes.readableBytes
             if unwritableBytes > maxOutboundBufferBytes {
@@ -129,7 +153,7 @@ public actor WebSocket {
         return true
     }
 
-    func countInbound(_ kind: WebSocketMessage.Kind) {
+    nonisolated func countInbound(_ kind: WebSocketMessage.Kind) {
         (kind == .text ? counters.textIn : counters.binaryIn).increment()
     }
 
@@ -167,6 +191,7 @@ public actor WebSocket {
     func didClose(code: WebSocketCloseCode, cause: WebSocketCloseCause) {
         guard closeCode == nil else { return }
         closeCode = code
+        writesClosed = true
         closeCause = cause
         closeRequested = nil
         inbound.finish()

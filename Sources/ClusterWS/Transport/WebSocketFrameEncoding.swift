@@ -1,9 +1,9 @@
-import NIOCore
+package import NIOCore
 
 /// Server-to-client frames (RFC 6455 §5.2): never masked, so one encoded
 /// frame is byte-for-byte valid for every connection and can be shared by a
 /// fan-out.
-enum WebSocketFrameEncoding {
+package enum WebSocketFrameEncoding {
     static let opcodeClose: UInt8 = 0x8
     static let opcodePing: UInt8 = 0x9
     static let opcodePong: UInt8 = 0xA
@@ -36,7 +36,7 @@ enum WebSocketFrameEncoding {
     }
 
     /// A data frame for `message`.
-    static func frame(_ message: WebSocketMessage, allocator: ByteBufferAllocator) -> ByteBuffer {
+    package static func frame(_ message: WebSocketMessage, allocator: ByteBufferAllocator) -> ByteBuffer {
         frame(opcode: message.kind.rawValue, payload: message.data, allocator: allocator)
     }
 
@@ -57,7 +57,7 @@ enum WebSocketFrameEncoding {
     /// All `messages` as consecutive frames in one buffer: what a fan-out
     /// writes to every connection of a loop (server frames are unmasked, so
     /// the bytes are the same for every client).
-    static func burst(_ messages: some Collection<WebSocketMessage>) -> ByteBuffer {
+    package static func burst(_ messages: some Collection<WebSocketMessage>) -> ByteBuffer {
         if messages.count == 1, let only = messages.first { return frame(only, allocator: sharedAllocator) }
         let size = messages.reduce(0) { $0 + headerLength(payload: $1.data.readableBytes) + $1.data.readableBytes }
         var buffer = sharedAllocator.buffer(capacity: size)

@@ -83,7 +83,7 @@ package final class WebSocketHandler: ChannelInboundHandler {
         case .none:
             break
         case .deliver(let message):
-            socket.assumeIsolated { $0.countInbound(message.kind) }
+            socket.countInbound(message.kind)
             if socket.inbound.append(message) {
                 context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
             }

@@ -12,6 +12,10 @@ final class InboundBuffer: Sendable {
         var waiter: CheckedContinuation<WebSocketMessage?, Never>?
         var finished = false
         var paused = false
+        /// Set by ``WebSocket/handleMessages(_:)``: messages go to it instead of a reader.
+        var handler: (@Sendable (WebSocketMessage) async -> Void)?
+        /// A task is running `handler` over the waiting messages.
+        var draining = false
     }
 
     private let state = Mutex(State())
@@ -29,23 +33,77 @@ final class InboundBuffer: Sendable {
 
     /// Adds a message (on the event loop). Returns `true` if reading should pause.
     func append(_ message: WebSocketMessage) -> Bool {
-        let (waiter, pause) = state.withLock { state -> (CheckedContinuation<WebSocketMessage?, Never>?, Bool) in
-            guard !state.finished else { return (nil, false) }
+        let (waiter, pause, drain) = state.withLock {
+            state -> (CheckedContinuation<WebSocketMessage?, Never>?, Bool, Bool) in
+            guard !state.finished else { return (nil, false, false) }
             if let waiter = state.waiter {
                 state.waiter = nil
-                return (waiter, false)
+                return (waiter, false, false)
             }
             state.messages.append(message)
             state.bytes += message.data.readableBytes
+            let drain = state.handler != nil && !state.draining
+            if drain { state.draining = true }
             if state.messages.count >= limit || state.bytes >= byteLimit, !state.paused {
                 state.paused = true
-                return (nil, true)
+                return (nil, true, drain)
             }
-            return (nil, false)
+            return (nil, false, drain)
         }
         waiter?.resume(returning: message)
+        if drain { startDraining() }
         if pause { counters.hit(.inboundBuffer) }
         return pause
+    }
+
+    /// Hands every message, from now on and those already waiting, to
+    /// `handler`, in order, one at a time (see ``WebSocket/handleMessages(_:)``).
+    func handle(with handler: @escaping @Sendable (WebSocketMessage) async -> Void) {
+        let drain = state.withLock { state -> Bool in
+            state.handler = handler
+            guard !state.draining, !state.messages.isEmpty else { return false }
+            state.draining = true
+            return true
+        }
+        if drain { startDraining() }
+    }
+
+    /// A task on the connection's event loop that runs the handler over the
+    /// waiting messages and ends when none is left: an idle connection holds
+    /// no task.
+    private func startDraining() {
+        Task(executorPreference: EventLoopTaskExecutor.of(channel.eventLoop)) { await self.drainToHandler() }
+    }
+
+    private func drainToHandler() async {
+        while true {
+            let (next, resume) = state.withLock {
+                state -> ((WebSocketMessage, @Sendable (WebSocketMessage) async -> Void)?, Bool) in
+                guard let handler = state.handler, let message = state.messages.popFirst() else {
+                    state.draining = false
+                    return (nil, false)
+                }
+                state.bytes -= message.data.readableBytes
+                return ((message, handler), resumeIfHalfEmpty(&state))
+            }
+            if resume { resumeReading() }
+            guard let (message, handler) = next else { return }
+            await handler(message)
+        }
+    }
+
+    /// Reading paused at a limit resumes once half of each is consumed.
+    private func resumeIfHalfEmpty(_ state: inout State) -> Bool {
+        guard state.paused, state.messages.count <= limit / 2, state.bytes <= byteLimit / 2 else { return false }
+        state.paused = false
+        return true
+    }
+
+    private func resumeReading() {
+        let channel = self.channel
+        channel.eventLoop.execute {
+            channel.setOption(ChannelOptions.autoRead, value: true).whenSuccess { channel.read() }
+        }
     }
 
     /// No more messages will come: wakes a waiting consumer with `nil` once the buffer drains.
@@ -62,22 +120,12 @@ final class InboundBuffer: Sendable {
         let (message, resume) = state.withLock { state -> (WebSocketMessage??, Bool) in
             if let message = state.messages.popFirst() {
                 state.bytes -= message.data.readableBytes
-                var resume = false
-                if state.paused, state.messages.count <= limit / 2, state.bytes <= byteLimit / 2 {
-                    state.paused = false
-                    resume = true
-                }
-                return (.some(message), resume)
+                return (.some(message), resumeIfHalfEmpty(&state))
             }
             if state.finished { return (.some(nil), false) }
             return (nil, false)
         }
-        if resume {
-            let channel = self.channel
-            channel.eventLoop.execute {
-                channel.setOption(ChannelOptions.autoRead, value: true).whenSuccess { channel.read() }
-            }
-        }
+        if resume { resumeReading() }
         if let message { return message }
         return await withCheckedContinuation { continuation in
             let ready = state.withLock { state -> WebSocketMessage?? in

@@ -18,37 +18,46 @@ extension WebSocketServer {
         _ = enqueue(messages, except: except, notify: false)
     }
 
-    /// Like ``broadcast(_:except:)-([WebSocketMessage],_)``, but returns once
-    /// every event loop has written the messages to its connections (handed
-    /// to the sockets, not yet read by the clients). Awaiting each broadcast
-    /// paces a sender to what the server can write.
+    /// Like ``broadcast(_:except:)-([WebSocketMessage],_)``, but paced: it
+    /// returns at once while each event loop has less than
+    /// ``WebSocketServerConfiguration/fanOutPacingBytes`` of broadcasts not yet
+    /// flushed to all its connections, and otherwise once this broadcast was
+    /// flushed to every connection (handed to the sockets, not yet read by the
+    /// clients). A sender that awaits each broadcast therefore never outruns
+    /// the writes by more than that budget and never meets the fan-out queue's
+    /// drop limit, while its broadcasts still share one write per connection.
     public func broadcastAndWait(_ messages: [WebSocketMessage], except: Set<UInt64> = []) async {
-        let written = enqueue(messages, except: except, notify: true)
-        for future in written { try? await future.get() }
+        for future in enqueue(messages, except: except, notify: true) { try? await future.get() }
     }
 
-    private func enqueue(_ messages: [WebSocketMessage], except: Set<UInt64>, notify: Bool) -> [EventLoopFuture<Void>] {
+    /// Queues a broadcast; with `notify`, returns a future per event loop that
+    /// is over its pacing budget (none while every loop is under it).
+    func enqueue(_ messages: [WebSocketMessage], except: Set<UInt64>, notify: Bool) -> [EventLoopFuture<Void>] {
         guard !messages.isEmpty else { return [] }
         let size = messages.reduce(0) { $0 + $1.data.readableBytes }
+        let pacing = configuration.fanOutPacingBytes
         var written: [EventLoopFuture<Void>] = []
         for share in connections.loops {
-            let promise = notify ? share.eventLoop.makePromise(of: Void.self) : nil
-            if let promise { written.append(promise.futureResult) }
-            let (schedule, fits) = share.outbox.withLock { outbox -> (Bool, Bool) in
+            let (schedule, fits, promise) = share.outbox.withLock { outbox -> (Bool, Bool, EventLoopPromise<Void>?) in
                 guard outbox.bytes + size <= configuration.fanOutQueueBytes || outbox.messages.isEmpty else {
-                    return (false, false)
+                    return (false, false, nil)
                 }
                 outbox.bytes += size
+                outbox.unflushed += size
                 for message in messages { outbox.messages.append(.init(message: message, except: except, targets: nil)) }
-                if let promise { outbox.written.append(promise) }
+                var promise: EventLoopPromise<Void>?
+                if notify, outbox.unflushed > pacing {
+                    promise = share.eventLoop.makePromise(of: Void.self)
+                    outbox.written.append(promise!)
+                }
                 defer { outbox.scheduled = true }
-                return (!outbox.scheduled, true)
+                return (!outbox.scheduled, true, promise)
             }
             guard fits else {
                 overflowed(share, messages: messages.count)
-                promise?.succeed()
                 continue
             }
+            if let promise { written.append(promise.futureResult) }
             if schedule { share.eventLoop.execute { Self.drain(share) } }
         }
         return written
@@ -68,27 +77,32 @@ extension WebSocketServer {
     /// - Parameter framed: `message` is already wrapped for the sockets'
     ///   subprotocol (the cluster protocol's positioned messages).
     func send(_ message: WebSocketMessage, to sockets: [WebSocket], framed: Bool = false) {
-        guard !sockets.isEmpty else { return }
+        guard let first = sockets.first else { return }
+        // Usually every target is on one loop (a user's one or two devices): queue the array as it is.
+        if sockets.allSatisfy({ $0.eventLoop === first.eventLoop }) {
+            return queue(message, to: sockets, on: connections.loop(of: first.eventLoop), framed: framed)
+        }
         var perLoop: [ObjectIdentifier: [WebSocket]] = [:]
         for socket in sockets { perLoop[ObjectIdentifier(socket.eventLoop), default: []].append(socket) }
-        let size = message.data.readableBytes
         for (_, targets) in perLoop {
-            let share = connections.loop(of: targets[0].eventLoop)
-            let (schedule, fits) = share.outbox.withLock { outbox -> (Bool, Bool) in
-                guard outbox.bytes + size <= configuration.fanOutQueueBytes || outbox.messages.isEmpty else {
-                    return (false, false)
-                }
-                outbox.bytes += size
-                outbox.messages.append(.init(message: message, except: [], targets: targets, framed: framed))
-                defer { outbox.scheduled = true }
-                return (!outbox.scheduled, true)
-            }
-            guard fits else {
-                overflowed(share, messages: 1)
-                continue
-            }
-            if schedule { share.eventLoop.execute { Self.drain(share) } }
+            queue(message, to: targets, on: connections.loop(of: targets[0].eventLoop), framed: framed)
         }
+    }
+
+    private func queue(_ message: WebSocketMessage, to targets: [WebSocket], on share: ConnectionTable.LoopConnections,
+                       framed: Bool) {
+        let size = message.data.readableBytes
+        let (schedule, fits) = share.outbox.withLock { outbox -> (Bool, Bool) in
+            guard outbox.bytes + size <= configuration.fanOutQueueBytes || outbox.messages.isEmpty else {
+                return (false, false)
+            }
+            outbox.bytes += size
+            outbox.messages.append(.init(message: message, except: [], targets: targets, framed: framed))
+            defer { outbox.scheduled = true }
+            return (!outbox.scheduled, true)
+        }
+        guard fits else { return overflowed(share, messages: 1) }
+        if schedule { share.eventLoop.execute { Self.drain(share) } }
     }
 
     /// Sends one message to every open connection; see ``broadcast(_:except:)-([WebSocketMessage],_)``.
@@ -98,24 +112,38 @@ extension WebSocketServer {
 
     private static func drain(_ share: ConnectionTable.LoopConnections) {
         let (queued, written) = share.outbox.withLock { outbox in
-            defer { outbox = .init() }
+            defer { outbox = .init(unflushed: outbox.unflushed) }
             return (outbox.messages, outbox.written)
         }
-        defer { for promise in written { promise.succeed() } }
         guard !queued.isEmpty else { return }
+        // The targeted messages' frames, encoded into one buffer (one allocation per drain,
+        // not per message); each is written as a slice of it.
+        let allocator = ByteBufferAllocator()
+        let targeted = queued.lazy.filter { $0.targets != nil }
+        let targetedBytes = targeted.reduce(0) {
+            $0 + WebSocketFrameEncoding.headerLength(payload: $1.message.data.readableBytes) + $1.message.data.readableBytes
+        }
+        var frames = allocator.buffer(capacity: targetedBytes)
+        for item in targeted where targetedBytes > 0 {
+            WebSocketFrameEncoding.writeHeader(opcode: item.message.kind.rawValue, payloadLength: item.message.data.readableBytes,
+                                               into: &frames)
+            frames.writeImmutableBuffer(item.message.data)
+        }
         // In order; consecutive broadcasts with the same exclusions go out as one burst.
         var touched: [ObjectIdentifier: WebSocket] = [:]
         var broadcasted = false
+        var broadcastBytes = 0
         var start = 0
         while start < queued.count {
             if let targets = queued[start].targets {
                 let message = queued[start].message
-                let frame = WebSocketFrameEncoding.burst([message])
+                let length = WebSocketFrameEncoding.headerLength(payload: message.data.readableBytes) + message.data.readableBytes
+                let frame = frames.readSlice(length: length) ?? WebSocketFrameEncoding.frame(message, allocator: allocator)
                 let framed = queued[start].framed
                 for socket in targets {
                     // A subprotocol connection gets the message wrapped (unless the caller wrapped it).
                     let bytes = framed ? frame : socket.framing.map { WebSocketFrameEncoding.burst([$0.frame(message)]) } ?? frame
-                    socket.assumeIsolated { socket in _ = socket.writeWithoutFlush(bytes) }
+                    _ = socket.writeWithoutFlush(bytes)
                     touched[ObjectIdentifier(socket)] = socket
                 }
                 start += 1
@@ -123,8 +151,9 @@ extension WebSocketServer {
             }
             var end = start + 1
             while end < queued.count, queued[end].targets == nil, queued[end].except == queued[start].except { end += 1 }
-            broadcasted = true
             let messages = queued[start..<end].map(\.message)
+            broadcasted = true
+            broadcastBytes += messages.reduce(0) { $0 + $1.data.readableBytes }
             let burst = WebSocketFrameEncoding.burst(messages)
             let except = queued[start].except
             var wrapped: [String: ByteBuffer] = [:]  // per subprotocol, encoded once
@@ -134,16 +163,15 @@ extension WebSocketServer {
                     bytes = wrapped[framing.subprotocol] ?? WebSocketFrameEncoding.burst(messages.map(framing.frame))
                     wrapped[framing.subprotocol] = bytes
                 }
-                socket.assumeIsolated { socket in _ = socket.writeWithoutFlush(bytes) }
+                _ = socket.writeWithoutFlush(bytes)
             }
             start = end
         }
-        // One flush per connection written to: every one after a broadcast, else just the targets.
-        if broadcasted {
-            for socket in share.sockets.values { socket.assumeIsolated { socket in socket.channel.flush() } }
-        }
-        for socket in touched.values where !broadcasted || share.sockets[socket.id] == nil {
-            socket.assumeIsolated { socket in socket.channel.flush() }
+        // Targeted messages are flushed now; after a broadcast every connection is,
+        // a slice at a time (see FlushPass), so Redis replies are not kept waiting.
+        for socket in touched.values { socket.channel.flush() }
+        if broadcasted || !written.isEmpty {
+            share.flushPass.written(bytes: broadcastBytes, promises: written, share: share)
         }
     }
 }

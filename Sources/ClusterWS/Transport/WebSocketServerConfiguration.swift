@@ -42,6 +42,13 @@ public struct WebSocketServerConfiguration: Sendable {
     /// are dropped for that loop and counted (`reason="fanout_overflow"`):
     /// the queue only grows when the loop is starved, and must not grow forever.
     public var fanOutQueueBytes: Int
+    /// Per event loop: payload bytes of broadcasts that may wait to be flushed
+    /// to the loop's connections before an awaiting sender
+    /// (``WebSocketServer/broadcastAndWait(_:except:)``, `sender.sendAll`)
+    /// waits for them. Under it an awaited broadcast returns at once and
+    /// coalesces with the next ones (one write per connection for many
+    /// broadcasts); over it the sender waits until they are written.
+    public var fanOutPacingBytes: Int = 256 << 10
     /// TCP connections that have not finished their HTTP upgrade yet; past it,
     /// new connections are closed at once and counted.
     public var maxPendingHandshakes: Int

@@ -94,4 +94,59 @@ struct RESPCodecTests {
         #expect(RedisPubSubMessage(push: confirmation) == nil)
         #expect(RedisPubSubMessage(push: .simpleString("OK")) == nil)
     }
+    /// A subscriber's decoder hands `message`/`smessage` pushes to its sink
+    /// directly (built from hiredis's callbacks, never as a RedisValue), split
+    /// across reads or not; every other reply, including arrays that only look
+    /// like a push, still goes down the pipeline in order.
+    @Test func aSubscribersDecoderHandsMessagePushesToItsSink() throws {
+        let pushes = Pushes()
+        let sink: @Sendable (RedisPubSubMessage) -> Void = { message in pushes.items.append(message) }
+        let decoder = try #require(HiredisReplyDecoder(pushSink: sink))
+        let channel = EmbeddedChannel(handler: decoder)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 6379)).wait()
+        let wire = "*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhel\u{0}o\r\n"
+            + "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"
+            + "*3\r\n$8\r\nsmessage\r\n$3\r\n{s}\r\n$0\r\n\r\n"
+            + "*2\r\n$7\r\nmessage\r\n$1\r\nx\r\n"  // two elements: not a push
+            + ":7\r\n"
+        var values: [RedisValue] = []
+        for byte in wire.utf8 {  // one byte at a time, then all at once below
+            try channel.writeInbound(ByteBuffer(bytes: [byte]))
+            while let value = try channel.readInbound(as: RedisValue.self) { values.append(value) }
+        }
+        try channel.writeInbound(ByteBuffer(string: wire))
+        while let value = try channel.readInbound(as: RedisValue.self) { values.append(value) }
+        let received = pushes.items
+        #expect(received.map(\.channel) == ["ch", "{s}", "ch", "{s}"])
+        #expect(received.map { Array($0.payload.readableBytesView) } == [Array("hel\u{0}o".utf8), [], Array("hel\u{0}o".utf8), []])
+        let expected: [RedisValue] = [
+            .array([.bulkString(ByteBuffer(string: "subscribe")), .bulkString(ByteBuffer(string: "ch")), .integer(1)]),
+            .array([.bulkString(ByteBuffer(string: "message")), .bulkString(ByteBuffer(string: "x"))]),
+            .integer(7),
+        ]
+        #expect(values == expected + expected)
+        #expect(channel.isActive)
+    }
+
+    /// A push whose parts are not all bulk strings is a protocol error (a
+    /// typed error, the channel closed), and a declared array length reserves
+    /// a bounded amount up front: `*2147483647` with nothing behind it is fine.
+    @Test func malformedPushesAndHugeDeclaredArraysAreBounded() throws {
+        for wire in ["*3\r\n$7\r\nmessage\r\n*1\r\n:1\r\n", "*3\r\n$7\r\nmessage\r\n:5\r\n", "*3\r\n$7\r\nmessage\r\n+OK\r\n"] {
+            let ignore: @Sendable (RedisPubSubMessage) -> Void = { _ in }
+            let channel = EmbeddedChannel(handler: try #require(HiredisReplyDecoder(pushSink: ignore)))
+            #expect(throws: RedisError.self) { try channel.writeInbound(ByteBuffer(string: wire)) }
+            #expect(!channel.isActive)
+        }
+        let channel = EmbeddedChannel(handler: try #require(HiredisReplyDecoder(maxReplyBytes: 1_024)))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 6379)).wait()
+        try channel.writeInbound(ByteBuffer(string: "*2147483647\r\n:1\r\n:2\r\n"))
+        #expect(try channel.readInbound(as: RedisValue.self) == nil)
+        #expect(channel.isActive)
+    }
+}
+
+/// What a decoder on an EmbeddedChannel (one thread) handed its push sink.
+private final class Pushes: @unchecked Sendable {
+    var items: [RedisPubSubMessage] = []
 }

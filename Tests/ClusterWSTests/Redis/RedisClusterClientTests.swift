@@ -99,6 +99,10 @@ struct RedisClusterClientTests {
             let key = "failover:key"
             let slot = RedisClusterSlot.of(key)
             _ = try await client.send(RedisCommand("SET", .string(key), "1"))
+            // Replication is asynchronous: a master killed right after a write may take it along
+            // (documented). Wait until its replica has the key, so the test is about the client.
+            let acked = try await client.send(RedisCommand("WAIT", .integer(1), .integer(5_000)).routed(withSlotOf: key))
+            try #require(acked.int == 1)
             let old = try #require(client.owner(ofSlot: slot))
             let victim = try #require(cluster.nodes.first { $0.port == old.port })
             await victim.stop(crash: true)

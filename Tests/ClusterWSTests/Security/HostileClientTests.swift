@@ -390,20 +390,15 @@ struct HostileClientTests {
     /// A starved event loop cannot make its fan-out queue grow without bound:
     /// past `fanOutQueueBytes`, newer messages for it are dropped and counted.
     @Test func aStarvedLoopsFanOutQueueIsBounded() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         var configuration = WebSocketServerConfiguration.testing
         configuration.fanOutQueueBytes = 2 << 20
         configuration.maxOutboundBufferBytes = 64 << 20
-        let server = WebSocketServer(configuration: configuration, eventLoopGroup: group)
-        server.addRoute("/ws") { _ in }
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await server.run() }
-            let port = try await server.waitUntilListening()
+        try await withOneLoopServer(configuration) { server, loop, port in
             let client = try await connectedClient(port: port)
             let meter = RSSMeter.start()
             // Starve the loop: it runs this job until the test lets go.
             let blocked = DispatchSemaphore(value: 0)
-            group.next().execute { blocked.wait() }
+            loop.execute { blocked.wait() }
             for index in 0..<100 { server.broadcast(.binary(ByteBuffer(repeating: UInt8(index), count: 256 * 1024))) }
             #expect(server.fanOutDrops == 92)
             blocked.signal()
@@ -415,10 +410,7 @@ struct HostileClientTests {
             print("hostile fan-out: peak RSS growth \(growth / 1024) KiB (budget \(16 << 10) KiB)")
             #expect(growth < 16 << 20)
             client.close()
-            server.shutdown()
-            try await tasks.waitForAll()
         }
-        try await group.shutdownGracefully()
     }
 
     // MARK: Redis as a peer

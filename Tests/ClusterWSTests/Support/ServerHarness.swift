@@ -1,6 +1,7 @@
 @testable import ClusterWS
 import Logging
 import NIOCore
+import NIOPosix
 import Synchronization
 
 /// Runs a real ``WebSocketServer`` on a free loopback port for the test body,
@@ -33,6 +34,32 @@ func withWebSocketServer<T: Sendable>(
             throw error
         }
     }
+}
+
+/// Runs a push-only ``WebSocketServer`` (route `/ws`, no message loop) on its
+/// own one-thread event loop group, so a test can hold that loop (starve it)
+/// or queue jobs on it; shuts both down after the body.
+func withOneLoopServer(
+    _ configuration: WebSocketServerConfiguration = .testing,
+    _ body: @escaping @Sendable (WebSocketServer, any EventLoop, Int) async throws -> Void
+) async throws {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let server = WebSocketServer(configuration: configuration, eventLoopGroup: group)
+    server.addRoute("/ws") { _ in }
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await server.run() }
+        let port = try await server.waitUntilListening()
+        do {
+            try await body(server, group.next(), port)
+        } catch {
+            server.shutdown()
+            try? await tasks.waitForAll()
+            throw error
+        }
+        server.shutdown()
+        try await tasks.waitForAll()
+    }
+    try await group.shutdownGracefully()
 }
 
 extension WebSocketServerConfiguration {

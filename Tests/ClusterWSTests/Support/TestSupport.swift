@@ -168,19 +168,18 @@ final class RefusingPort: Sendable {
 
     init() throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-        }
+        // Through NIO's SocketAddress and raw bytes: no sockaddr_in members (which module
+        // defines them depends on the module cache, and MemberImportVisibility then fails).
+        let loopback = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
+        let bound = loopback.withSockAddr { address, size in bind(fd, address, socklen_t(size)) }
         guard fd >= 0, bound == 0 else { throw TimedOut(what: "a port to reserve") }
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        var raw = [UInt8](repeating: 0, count: 128)
+        var length = socklen_t(raw.count)
+        _ = raw.withUnsafeMutableBytes { bytes in
+            getsockname(fd, bytes.baseAddress?.assumingMemoryBound(to: sockaddr.self), &length)
         }
         self.fd = fd
-        self.port = Int(UInt16(bigEndian: address.sin_port))
+        self.port = Int(raw[2]) << 8 | Int(raw[3])  // sin_port, network byte order
     }
 
     deinit { close(fd) }

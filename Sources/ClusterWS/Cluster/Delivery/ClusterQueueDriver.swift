@@ -31,7 +31,7 @@ struct ClusterQueueDriver: DeliveryDriver {
             : nil
     }
 
-    func send(_ delivery: RemoteDelivery) async throws -> [Int] {
+    func send(_ delivery: RemoteDelivery) async throws -> TargetCounts {
         if delivery.keepsHistory, let sent = try await sendWithHistory(delivery) { return sent }
         let keys = context.keys
         var epochs: [String: UInt64] = [:]
@@ -39,7 +39,7 @@ struct ClusterQueueDriver: DeliveryDriver {
         case .users(let uids):
             let found = try await UserNodes.read(uids, from: cluster, context: context)
             let written = try await append(delivery.envelope, epochs: found.epochs)
-            return found.counts(reached: Set(written))
+            return TargetCounts(found.counts(reached: Set(written)))
         case .user(let uid):
             let found = try await UserNodes.read([uid], from: cluster, context: context)
             epochs = found.epochs
@@ -50,7 +50,7 @@ struct ClusterQueueDriver: DeliveryDriver {
             epochs = try await liveNodes(in: set)
         }
         epochs[context.id] = nil
-        return [try await append(delivery.envelope, epochs: epochs).count]
+        return .one(try await append(delivery.envelope, epochs: epochs).count)
     }
 
     /// With history: the message is appended to its stream's history first
@@ -62,7 +62,7 @@ struct ClusterQueueDriver: DeliveryDriver {
     /// client-protocol connection is unaffected (it takes messages in offset
     /// order, and reads a missing one from history), raw ones may see that
     /// order. `nil` for other destinations.
-    private func sendWithHistory(_ delivery: RemoteDelivery) async throws -> [Int]? {
+    private func sendWithHistory(_ delivery: RemoteDelivery) async throws -> TargetCounts? {
         let keys = context.keys
         let channel: String
         var epochs: [String: UInt64]
@@ -80,7 +80,7 @@ struct ClusterQueueDriver: DeliveryDriver {
         let position = try HistoryScript.position(in: try await cluster.evaluate(HistoryScript.appendOnly, keys: scriptKeys, arguments))
         var envelope = delivery.envelope
         try Envelope.appendHistory(position, to: &envelope)
-        return [try await append(envelope, epochs: epochs, includingSelf: true).count]
+        return .one(try await append(envelope, epochs: epochs, includingSelf: true).count)
     }
 
     /// The nodes in `set` that are alive, with their epochs.

@@ -14,12 +14,19 @@ protocol DeliveryDriver: Sendable {
     /// Delivers to the other nodes and waits for Redis's answer: per target
     /// (one, or one per uid of ``Destination/users(_:)``), how many other
     /// nodes got it.
-    func send(_ delivery: RemoteDelivery) async throws -> [Int]
+    func send(_ delivery: RemoteDelivery) async throws -> TargetCounts
 
     /// The same without waiting, in call order with the caller's other posts
     /// and sends. A failure is counted (`clusterws_drops_total{reason="post_failed"}`)
     /// and logged, never thrown.
     func post(_ delivery: RemoteDelivery)
+
+    /// Whether the Redis connection a post from here would use has more
+    /// unanswered posts than its pacing mark (``waitForPostRoom()`` then).
+    var isPostBacklogged: Bool { get }
+
+    /// Returns once a post from here may go without piling up behind Redis.
+    func waitForPostRoom() async
 
     /// Runs what the driver runs beside the router until cancelled (the queue
     /// drivers' consumers), handing every envelope that arrives to `route`.
@@ -28,4 +35,6 @@ protocol DeliveryDriver: Sendable {
 
 extension DeliveryDriver {
     func run(route: @escaping @Sendable (Envelope) async -> Void) async {}
+    var isPostBacklogged: Bool { false }
+    func waitForPostRoom() async {}
 }

@@ -22,20 +22,20 @@ struct PubSubDriver: DeliveryDriver {
         self.context = context
     }
 
-    func send(_ delivery: RemoteDelivery) async throws -> [Int] {
+    func send(_ delivery: RemoteDelivery) async throws -> TargetCounts {
         if delivery.keepsHistory, let (keys, arguments) = historyCall(delivery) {
             let reply = try await redis.evaluate(HistoryScript.publish, keys: keys, arguments)
-            return [reply.array.flatMap { $0.count == 3 ? $0[2].int : nil } ?? 0]
+            return .one(reply.array.flatMap { $0.count == 3 ? $0[2].int : nil } ?? 0)
         }
         guard case .users(let uids) = delivery.destination else {
             let subscribers = try await redis.send(publishCommand(delivery)).int ?? 0
             // This node counts among the subscribers of a channel it has members of.
-            return [max(subscribers - delivery.reachedHere[0], 0)]
+            return .one(max(subscribers - delivery.reachedHere[0], 0))
         }
         if !sharded {
             let reply = try await redis.evaluate(MultiUserScript.script, MultiUserScript.arguments(
                 uids, envelope: delivery.envelope, transport: "publish", context: context))
-            return MultiUserScript.counts(reply, expected: uids.count)
+            return TargetCounts(MultiUserScript.counts(reply, expected: uids.count))
         }
         let found = try await UserNodes.read(uids, from: redis, context: context)
         let nodes = Array(found.epochs.keys)
@@ -44,7 +44,13 @@ struct PubSubDriver: DeliveryDriver {
         })
         var reached = Set<String>()
         for (node, reply) in zip(nodes, replies) where ((try? reply.get())?.int ?? 0) > 0 { reached.insert(node) }
-        return found.counts(reached: reached)
+        return TargetCounts(found.counts(reached: reached))
+    }
+
+    var isPostBacklogged: Bool { redis.isPostBacklogged }
+
+    func waitForPostRoom() async {
+        await redis.waitForPostRoom()
     }
 
     func post(_ delivery: RemoteDelivery) {
@@ -70,7 +76,7 @@ struct PubSubDriver: DeliveryDriver {
     /// `PUBLISH` (or `SPUBLISH`) of the envelope on the destination's channel.
     private func publishCommand(_ delivery: RemoteDelivery) -> RedisCommand {
         let channel = channel(of: delivery.destination)
-        return RedisCommand(verb(channel), .string(channel), .bytes(delivery.envelope))
+        return RedisCommand(publish: verb(channel), channel: channel, envelope: delivery.message)
     }
 
     private func channel(of destination: Destination) -> String {

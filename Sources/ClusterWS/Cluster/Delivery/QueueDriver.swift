@@ -13,17 +13,23 @@ struct QueueDriver: DeliveryDriver {
     let context: DriverContext
     let consumers: QueueConsumers
 
-    func send(_ delivery: RemoteDelivery) async throws -> [Int] {
+    func send(_ delivery: RemoteDelivery) async throws -> TargetCounts {
         if delivery.keepsHistory, let (keys, arguments) = historyCall(delivery) {
             let reply = try await redis.evaluate(HistoryScript.queue, keys: keys, arguments)
-            return [reply.array.flatMap { $0.count == 3 ? $0[2].int : nil } ?? 0]
+            return .one(reply.array.flatMap { $0.count == 3 ? $0[2].int : nil } ?? 0)
         }
         if case .users(let uids) = delivery.destination {
             let reply = try await redis.evaluate(MultiUserScript.script, MultiUserScript.arguments(
                 uids, envelope: delivery.envelope, transport: "xadd", context: context))
-            return MultiUserScript.counts(reply, expected: uids.count)
+            return TargetCounts(MultiUserScript.counts(reply, expected: uids.count))
         }
-        return [try await redis.evaluate(QueueScript.script, QueueScript.arguments(delivery, context: context)).int ?? 0]
+        return .one(try await redis.evaluate(QueueScript.script, QueueScript.arguments(delivery, context: context)).int ?? 0)
+    }
+
+    var isPostBacklogged: Bool { redis.isPostBacklogged }
+
+    func waitForPostRoom() async {
+        await redis.waitForPostRoom()
     }
 
     func post(_ delivery: RemoteDelivery) {
