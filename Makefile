@@ -4,7 +4,7 @@
 #                 (Swift tests, then the demo in a real headless browser)
 export PATH := $(PATH):/opt/swift/usr/bin
 
-.PHONY: setup demo demo-cluster test unit e2e bench bench-micro bench-micro-update fuzz fuzz-ci
+.PHONY: setup demo demo-cluster test unit e2e bench bench-micro bench-micro-update fuzz fuzz-ci autobahn
 
 setup:
 	@bash scripts/setup.sh
@@ -17,8 +17,15 @@ demo-cluster: setup
 	swift run Demo --redis-cluster $(ARGS)
 
 # The whole suite: unit and integration tests, a short fuzzing pass, the micro-benchmark
-# thresholds, then the browser test.
-test: unit fuzz-ci bench-micro e2e
+# thresholds, Autobahn|Testsuite, then the browser test.
+test: unit fuzz-ci bench-micro autobahn e2e
+
+# Autobahn|Testsuite's fuzzing client, all 517 cases (compression included), against
+# `Benchmarks echo` (release build: the debug one takes ~20 min). Installs the suite
+# (Python 2.7 under pyenv) if missing. Report in artifacts/autobahn/ (summary.md).
+# AUTOBAHN_CASES=1.1.1,12.1.1 runs a subset (exact ids; `*` patterns match prefixes).
+autobahn: setup
+	AUTOBAHN_CONFIG=release bash scripts/autobahn.sh
 
 # Four runs: the Redis Cluster suites (six redis-servers per cluster) apart from
 # the rest, so neither slows the other; the failover suite alone (its bounds are

@@ -6,7 +6,7 @@ import ArgumentParser
 struct Benchmarks: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "ClusterWS benchmarks. Build with -c release; figures from debug builds mean nothing.",
-        subcommands: [ClusterBenchmark.self, RedisBenchmark.self, TransportBenchmark.self, DriverBenchmark.self, RecoveryBenchmark.self, PresenceBenchmark.self, BenchmarkServer.self, LoadClients.self],
+        subcommands: [ClusterBenchmark.self, EchoServer.self, RedisBenchmark.self, TransportBenchmark.self, DriverBenchmark.self, RecoveryBenchmark.self, PresenceBenchmark.self, BenchmarkServer.self, LoadClients.self],
         defaultSubcommand: ClusterBenchmark.self
     )
 }

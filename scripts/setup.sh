@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ClusterWS needs on Debian 12 when it is missing:
 # redis-server and redis-tools (tests, demo, benchmarks), libhiredis-dev and
-# pkg-config (the CHiredis system library). Swift itself is expected at
+# pkg-config (the CHiredis system library), zlib1g-dev (permessage-deflate). Swift itself is expected at
 # /opt/swift or on PATH.
 set -euo pipefail
 
@@ -10,6 +10,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 pkg-config --exists hiredis 2>/dev/null || missing+=(libhiredis-dev)
+# zlib (permessage-deflate, through compress-nio).
+[ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"

@@ -23,4 +23,14 @@ package enum LimitKind: String, CaseIterable, Sendable {
     /// A recovering connection held more live messages than
     /// `history.maxRecoveryBufferBytes`: closed with 1013.
     case recoveryBuffer = "recovery_buffer"
+    /// A connection asked for a permessage-deflate context past
+    /// `compression.maxContextTakeoverConnections`: it got none (no context takeover).
+    case compressionContexts = "compression_contexts"
+    /// A compressed message would inflate past `maxMessageSize` (a deflate bomb): 1009.
+    case inflatedSize = "inflated_size"
+    /// A compressed message that is not valid deflate data: 1007.
+    case corruptCompression = "corrupt_compression"
+    /// A frame with RSV bits the connection did not negotiate (RSV1 without
+    /// permessage-deflate, on a control or continuation frame; RSV2, RSV3): 1002.
+    case reservedBits = "reserved_bits"
 }

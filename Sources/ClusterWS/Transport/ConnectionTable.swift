@@ -36,17 +36,20 @@ final class ConnectionTable: Sendable {
         let outbox = Mutex(Outbox())
         /// Flushes after broadcasts, a slice at a time (only touched on the loop).
         let flushPass: FlushPass
-        init(eventLoop: any EventLoop) {
+        /// permessage-deflate streams shared by the loop's connections without context takeover.
+        let codecs: LoopCodecs
+        init(eventLoop: any EventLoop, compressionLevel: Int32) {
             self.eventLoop = eventLoop
             flushPass = FlushPass(eventLoop: eventLoop)
+            codecs = LoopCodecs(level: compressionLevel)
         }
     }
 
     let loops: [LoopConnections]
     private let total = Atomic<Int>(0)
 
-    init(group: any EventLoopGroup) {
-        loops = group.makeIterator().map { LoopConnections(eventLoop: $0) }
+    init(group: any EventLoopGroup, compressionLevel: Int32 = 6) {
+        loops = group.makeIterator().map { LoopConnections(eventLoop: $0, compressionLevel: compressionLevel) }
     }
 
     var count: Int { total.load(ordering: .relaxed) }

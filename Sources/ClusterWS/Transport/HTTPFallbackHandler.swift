@@ -118,6 +118,8 @@ package struct HandshakeInfo {
     var connectionID: UInt64?
     /// The connection was opened (the upgrade went through).
     var installed = false
+    /// permessage-deflate as negotiated, if it was.
+    var compression: PerMessageDeflateParameters?
 
     package init() {}
 }

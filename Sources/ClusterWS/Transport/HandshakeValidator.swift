@@ -98,7 +98,7 @@ package enum HandshakeValidator {
     }
 }
 
-extension String {
+extension StringProtocol {
     var trimmingSpaces: Substring {
         var text = Substring(self)
         while text.first == " " || text.first == "\t" { text.removeFirst() }

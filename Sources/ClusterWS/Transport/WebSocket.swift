@@ -29,6 +29,8 @@ public actor WebSocket {
     public nonisolated let attributes: [String: String]
     /// The subprotocol's wrapping of outgoing messages, when one was negotiated.
     package nonisolated let framing: OutboundFraming?
+    /// permessage-deflate, when the client negotiated it.
+    package nonisolated let compression: ConnectionCompression?
     nonisolated let channel: any Channel
     nonisolated let inbound: InboundBuffer
     private let maxOutboundBufferBytes: Int
@@ -57,8 +59,10 @@ public actor WebSocket {
     public nonisolated var eventLoop: any EventLoop { channel.eventLoop }
 
     package init(id: UInt64, request: WebSocketRequest, attributes: [String: String], channel: any Channel,
-                 configuration: WebSocketServerConfiguration, counters: NodeCounters, framing: OutboundFraming? = nil) {
+                 configuration: WebSocketServerConfiguration, counters: NodeCounters, framing: OutboundFraming? = nil,
+                 compression: ConnectionCompression? = nil) {
         self.framing = framing
+        self.compression = compression
         self.counters = counters
         self.id = id
         self.request = request
@@ -102,7 +106,12 @@ public actor WebSocket {
     /// - Throws: ``WebSocketError/closed`` after the connection has closed.
     public func send(_ message: WebSocketMessage) throws {
         guard closeCode == nil else { throw WebSocketError.closed }
-        write(WebSocketFrameEncoding.frame(framing?.frame(message) ?? message, allocator: channel.allocator))
+        let message = framing?.frame(message) ?? message
+        if let compression {
+            write(WebSocketFrameEncoding.burst(CollectionOfOne(message), compression: compression))
+        } else {
+            write(WebSocketFrameEncoding.frame(message, allocator: channel.allocator))
+        }
     }
 
     /// Starts the close handshake with `code`; the TCP connection closes when
@@ -168,7 +177,7 @@ public actor WebSocket {
     /// (a history replay): call ``waitUntilWritable()`` between batches.
     package func sendFramed(_ messages: [WebSocketMessage]) {
         guard !messages.isEmpty else { return }
-        write(WebSocketFrameEncoding.burst(messages))
+        write(compression.map { WebSocketFrameEncoding.burst(messages, compression: $0) } ?? WebSocketFrameEncoding.burst(messages))
     }
 
     /// Returns once the socket takes more without queueing (its outbound

@@ -13,9 +13,9 @@ package enum WebSocketFrameEncoding {
         length < 126 ? 2 : (length <= 0xFFFF ? 4 : 10)
     }
 
-    /// Writes a final (FIN) unmasked frame header.
-    static func writeHeader(opcode: UInt8, payloadLength length: Int, into buffer: inout ByteBuffer) {
-        buffer.writeInteger(0x80 | opcode)
+    /// Writes a final (FIN) unmasked frame header; `compressed` sets RSV1 (permessage-deflate).
+    static func writeHeader(opcode: UInt8, payloadLength length: Int, compressed: Bool = false, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(0x80 | (compressed ? 0x40 : 0) | opcode)
         if length < 126 {
             buffer.writeInteger(UInt8(length))
         } else if length <= 0xFFFF {
@@ -52,7 +52,7 @@ package enum WebSocketFrameEncoding {
         return frame(opcode: opcodeClose, payload: payload, allocator: allocator)
     }
 
-    private static let sharedAllocator = ByteBufferAllocator()
+    static let sharedAllocator = ByteBufferAllocator()
 
     /// All `messages` as consecutive frames in one buffer: what a fan-out
     /// writes to every connection of a loop (server frames are unmasked, so
@@ -64,6 +64,26 @@ package enum WebSocketFrameEncoding {
         for message in messages {
             writeHeader(opcode: message.kind.rawValue, payloadLength: message.data.readableBytes, into: &buffer)
             buffer.writeImmutableBuffer(message.data)
+        }
+        return buffer
+    }
+
+    /// `messages` as consecutive frames for a connection that negotiated
+    /// permessage-deflate: each payload of at least the minimum size
+    /// compressed (RSV1 set), the others as they are.
+    static func burst(_ messages: some Collection<WebSocketMessage>, compression: ConnectionCompression) -> ByteBuffer {
+        var buffer = sharedAllocator.buffer(capacity: 0)
+        for message in messages {
+            if compression.compresses(message.data),
+               let compressed = compression.deflate(message.data, allocator: sharedAllocator) {
+                buffer.reserveCapacity(minimumWritableBytes: headerLength(payload: compressed.readableBytes) + compressed.readableBytes)
+                writeHeader(opcode: message.kind.rawValue, payloadLength: compressed.readableBytes, compressed: true, into: &buffer)
+                buffer.writeImmutableBuffer(compressed)
+            } else {
+                buffer.reserveCapacity(minimumWritableBytes: headerLength(payload: message.data.readableBytes) + message.data.readableBytes)
+                writeHeader(opcode: message.kind.rawValue, payloadLength: message.data.readableBytes, into: &buffer)
+                buffer.writeImmutableBuffer(message.data)
+            }
         }
         return buffer
     }

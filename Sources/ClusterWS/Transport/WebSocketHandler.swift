@@ -24,16 +24,22 @@ package final class WebSocketHandler: ChannelInboundHandler {
     private var machine: WebSocketStateMachine
     private let socket: WebSocket
     private let closeTimeout: Duration
+    private let maxMessageSize: Int
     private let onClose: (WebSocket, WebSocketCloseCode) -> Void
     private var keepaliveTimer: Scheduled<Void>?
     private var closeTimer: Scheduled<Void>?
+    /// The close frame of a failure, held until the application has handled the messages before it.
+    private var heldClose: (code: WebSocketCloseCode, reason: String)?
+    /// How long a failure's close frame waits for the application (``heldClose``).
+    static let failureGrace: Duration = .seconds(1)
 
     package init(socket: WebSocket, configuration: WebSocketServerConfiguration,
                  onClose: @escaping (WebSocket, WebSocketCloseCode) -> Void) {
         self.socket = socket
         self.closeTimeout = configuration.closeTimeout
+        self.maxMessageSize = configuration.maxMessageSize
         self.onClose = onClose
-        self.machine = WebSocketStateMachine(limits: .init(configuration), now: .now())
+        self.machine = WebSocketStateMachine(limits: .init(configuration), now: .now(), deflate: socket.compression != nil)
     }
 
     package func handlerAdded(context: ChannelHandlerContext) {
@@ -51,12 +57,42 @@ package final class WebSocketHandler: ChannelInboundHandler {
     }
 
     package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        perform(machine.receive(unwrapInboundIn(data), now: .now()), context: context)
+        performAfterHandled(machine.receive(unwrapInboundIn(data), now: .now()), context: context)
     }
 
     package func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // Frame-level errors from NIO's WebSocketFrameDecoder.
-        perform(machine.decoderFailed(error as? NIOWebSocketError), context: context)
+        performAfterHandled(machine.decoderFailed(error as? NIOWebSocketError), context: context)
+    }
+
+    /// Performs `action`, except that a failure caused by what the peer sent
+    /// waits until the application has handled the messages received before
+    /// it (their replies go out first, then the close frame; at most
+    /// ``failureGrace``). Nothing more is read meanwhile.
+    private func performAfterHandled(_ action: WebSocketStateMachine.Action, context: ChannelHandlerContext) {
+        guard case .sendClose(let code, let reason, thenCloseTCP: true) = action else {
+            return perform(action, context: context)
+        }
+        guard heldClose == nil else { return }
+        heldClose = (code, reason)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let release: @Sendable () -> Void = {
+            bound.eventLoop.execute {
+                let (handler, context) = bound.value
+                handler.releaseHeldClose(context: context)
+            }
+        }
+        if socket.inbound.whenIdle(release) { return releaseHeldClose(context: context) }
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        closeTimer = context.eventLoop.scheduleTask(in: Self.failureGrace.timeAmount) { release() }
+    }
+
+    private func releaseHeldClose(context: ChannelHandlerContext) {
+        guard let (code, reason) = heldClose else { return }
+        heldClose = nil
+        closeTimer?.cancel()
+        closeTimer = nil
+        perform(.sendClose(code, reason: reason, thenCloseTCP: true), context: context)
     }
 
     package func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -68,6 +104,7 @@ package final class WebSocketHandler: ChannelInboundHandler {
     package func channelInactive(context: ChannelHandlerContext) {
         keepaliveTimer?.cancel()
         closeTimer?.cancel()
+        heldClose = nil
         machine.closed()
         let code = machine.closeCode ?? .abnormalClosure
         let cause = machine.closeCause ?? .connectionLost
@@ -87,6 +124,11 @@ package final class WebSocketHandler: ChannelInboundHandler {
             if socket.inbound.append(message) {
                 context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
             }
+        case .inflate(let kind, let compressed):
+            // On the loop, at once: a loop's shared decompressor serves one message at a time.
+            let result = socket.compression?.inflate(compressed, limit: maxMessageSize, allocator: context.channel.allocator)
+                ?? .failure(.unavailable)
+            perform(machine.inflated(result, kind: kind), context: context)
         case .pong(let payload):
             // Through the connection's write path, so pongs for a client that pings and never
             // reads count against its outbound budget like any other frame.
@@ -111,6 +153,7 @@ package final class WebSocketHandler: ChannelInboundHandler {
     /// A close that polices the client (rates, keepalive, slow reader) is a drop, counted once.
     private func countDrop() {
         if let reason = machine.closeCause?.dropReason { socket.counters.drop(reason) }
+        if let limit = machine.closeLimit { socket.counters.hit(limit) }
     }
 
     /// Server-side close: send a close frame, then wait for the peer's close

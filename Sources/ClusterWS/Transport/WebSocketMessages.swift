@@ -16,6 +16,17 @@ final class InboundBuffer: Sendable {
         var handler: (@Sendable (WebSocketMessage) async -> Void)?
         /// A task is running `handler` over the waiting messages.
         var draining = false
+        /// Runs once the application has handled every message (see ``whenIdle(_:)``).
+        var idleAction: (@Sendable () -> Void)?
+
+        /// A reader took a message and has not asked for the next one yet.
+        var readerBusy = false
+        /// The application reads (``next()`` was called) or set a handler.
+        var hasConsumer = false
+
+        /// Every message was handled: none waits, no reader holds one and no
+        /// handler runs (also true for an application that never reads).
+        var isIdle: Bool { messages.isEmpty && !readerBusy && !draining }
     }
 
     private let state = Mutex(State())
@@ -38,6 +49,7 @@ final class InboundBuffer: Sendable {
             guard !state.finished else { return (nil, false, false) }
             if let waiter = state.waiter {
                 state.waiter = nil
+                state.readerBusy = true
                 return (waiter, false, false)
             }
             state.messages.append(message)
@@ -56,11 +68,24 @@ final class InboundBuffer: Sendable {
         return pause
     }
 
+    /// Runs `action` once the application has handled every message received
+    /// so far and waits for the next one: the replies it wrote to them are
+    /// then queued on the socket. Returns `true` instead, without keeping
+    /// `action`, if that is already so (or the application never reads).
+    func whenIdle(_ action: @escaping @Sendable () -> Void) -> Bool {
+        state.withLock { state -> Bool in
+            guard state.hasConsumer, !state.isIdle else { return true }
+            state.idleAction = action
+            return false
+        }
+    }
+
     /// Hands every message, from now on and those already waiting, to
     /// `handler`, in order, one at a time (see ``WebSocket/handleMessages(_:)``).
     func handle(with handler: @escaping @Sendable (WebSocketMessage) async -> Void) {
         let drain = state.withLock { state -> Bool in
             state.handler = handler
+            state.hasConsumer = true
             guard !state.draining, !state.messages.isEmpty else { return false }
             state.draining = true
             return true
@@ -77,16 +102,17 @@ final class InboundBuffer: Sendable {
 
     private func drainToHandler() async {
         while true {
-            let (next, resume) = state.withLock {
-                state -> ((WebSocketMessage, @Sendable (WebSocketMessage) async -> Void)?, Bool) in
+            let (next, resume, idle) = state.withLock {
+                state -> ((WebSocketMessage, @Sendable (WebSocketMessage) async -> Void)?, Bool, (@Sendable () -> Void)?) in
                 guard let handler = state.handler, let message = state.messages.popFirst() else {
                     state.draining = false
-                    return (nil, false)
+                    return (nil, false, state.isIdle ? state.idleAction.take() : nil)
                 }
                 state.bytes -= message.data.readableBytes
-                return ((message, handler), resumeIfHalfEmpty(&state))
+                return ((message, handler), resumeIfHalfEmpty(&state), nil)
             }
             if resume { resumeReading() }
+            idle?()
             guard let (message, handler) = next else { return }
             await handler(message)
         }
@@ -118,8 +144,10 @@ final class InboundBuffer: Sendable {
 
     func next() async -> WebSocketMessage? {
         let (message, resume) = state.withLock { state -> (WebSocketMessage??, Bool) in
+            state.hasConsumer = true
             if let message = state.messages.popFirst() {
                 state.bytes -= message.data.readableBytes
+                state.readerBusy = true
                 return (.some(message), resumeIfHalfEmpty(&state))
             }
             if state.finished { return (.some(nil), false) }
@@ -128,16 +156,19 @@ final class InboundBuffer: Sendable {
         if resume { resumeReading() }
         if let message { return message }
         return await withCheckedContinuation { continuation in
-            let ready = state.withLock { state -> WebSocketMessage?? in
+            let (ready, idle) = state.withLock { state -> (WebSocketMessage??, (@Sendable () -> Void)?) in
                 if let message = state.messages.popFirst() {
                     state.bytes -= message.data.readableBytes
-                    return .some(message)
+                    state.readerBusy = true
+                    return (.some(message), nil)
                 }
-                if state.finished { return .some(nil) }
+                if state.finished { return (.some(nil), nil) }
                 state.waiter = continuation
-                return nil
+                state.readerBusy = false
+                return (nil, state.isIdle ? state.idleAction.take() : nil)
             }
             if let ready { continuation.resume(returning: ready) }
+            idle?()
         }
     }
 }

@@ -139,11 +139,11 @@ extension WebSocketServer {
                 let message = queued[start].message
                 let length = WebSocketFrameEncoding.headerLength(payload: message.data.readableBytes) + message.data.readableBytes
                 let frame = frames.readSlice(length: length) ?? WebSocketFrameEncoding.frame(message, allocator: allocator)
-                let framed = queued[start].framed
+                // A subprotocol connection gets the message wrapped (unless the caller wrapped it),
+                // a compressed one gets it deflated: once per kind of receiver.
+                var shared = SharedFrames([message], plain: frame, framed: queued[start].framed)
                 for socket in targets {
-                    // A subprotocol connection gets the message wrapped (unless the caller wrapped it).
-                    let bytes = framed ? frame : socket.framing.map { WebSocketFrameEncoding.burst([$0.frame(message)]) } ?? frame
-                    _ = socket.writeWithoutFlush(bytes)
+                    _ = socket.writeWithoutFlush(shared.bytes(for: socket))
                     touched[ObjectIdentifier(socket)] = socket
                 }
                 start += 1
@@ -154,16 +154,11 @@ extension WebSocketServer {
             let messages = queued[start..<end].map(\.message)
             broadcasted = true
             broadcastBytes += messages.reduce(0) { $0 + $1.data.readableBytes }
-            let burst = WebSocketFrameEncoding.burst(messages)
             let except = queued[start].except
-            var wrapped: [String: ByteBuffer] = [:]  // per subprotocol, encoded once
+            // Encoded once per kind of receiver (plain, per subprotocol, per deflate parameters).
+            var shared = SharedFrames(messages, plain: WebSocketFrameEncoding.burst(messages))
             for (id, socket) in share.sockets where !except.contains(id) {
-                var bytes = burst
-                if let framing = socket.framing {
-                    bytes = wrapped[framing.subprotocol] ?? WebSocketFrameEncoding.burst(messages.map(framing.frame))
-                    wrapped[framing.subprotocol] = bytes
-                }
-                _ = socket.writeWithoutFlush(bytes)
+                _ = socket.writeWithoutFlush(shared.bytes(for: socket))
             }
             start = end
         }

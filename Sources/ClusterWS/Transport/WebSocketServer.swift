@@ -61,6 +61,9 @@ public final class WebSocketServer: Service, Sendable {
     package let counters: NodeCounters
     /// Connections accepted and not yet upgraded (or closed).
     private let pendingHandshakes = Atomic<Int>(0)
+    /// Connections holding a permessage-deflate context of their own (bounded by
+    /// `compression.maxContextTakeoverConnections`).
+    let compressionContexts = Atomic<Int>(0)
     private let opened: AsyncStream<(WebSocket, Route)>
     private let openedContinuation: AsyncStream<(WebSocket, Route)>.Continuation
 
@@ -85,7 +88,7 @@ public final class WebSocketServer: Service, Sendable {
         self.group = eventLoopGroup
         self.logger = logger
         self.counters = counters
-        self.connections = ConnectionTable(group: eventLoopGroup)
+        self.connections = ConnectionTable(group: eventLoopGroup, compressionLevel: configuration.compression.zlibLevel)
         (opened, openedContinuation) = AsyncStream.makeStream()
     }
 
@@ -380,8 +383,12 @@ public final class WebSocketServer: Service, Sendable {
                                        remoteAddress: channel.remoteAddress?.description, connectionID: id)
         let attributes = handshake.value.attributes
         let framing = route.framing.flatMap { attributes["protocol"] == $0.subprotocol ? $0 : nil }
-        let socket = WebSocket(id: id, request: request, attributes: attributes,
-                               channel: channel, configuration: configuration, counters: counters, framing: framing)
+        let compression = handshake.value.compression.map {
+            ConnectionCompression(parameters: $0, configuration: configuration.compression,
+                                  codecs: self.connections.loop(of: channel.eventLoop).codecs)
+        }
+        let socket = WebSocket(id: id, request: request, attributes: attributes, channel: channel,
+                               configuration: configuration, counters: counters, framing: framing, compression: compression)
         connections.insert(socket)
         let connections = self.connections
         try channel.pipeline.syncOperations.addHandler(WebSocketHandler(socket: socket, configuration: configuration) { socket, code in

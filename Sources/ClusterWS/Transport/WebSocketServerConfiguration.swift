@@ -67,6 +67,10 @@ public struct WebSocketServerConfiguration: Sendable {
     /// token bucket holding up to twice as many); a faster client is closed
     /// with 1008. `nil`: no limit.
     public var maxMessagesPerSecond: Int?
+    /// permessage-deflate (RFC 7692): compress messages for clients that offer
+    /// it. On by default, each message compressed alone (no state per
+    /// connection; one deflate per fan-out); see ``WebSocketCompression``.
+    public var compression: WebSocketCompression = .noContextTakeover
     /// Listen backlog.
     public var backlog: Int32
     /// `false` when another server accepts the connections and hands upgrades

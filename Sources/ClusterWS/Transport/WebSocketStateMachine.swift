@@ -21,6 +21,9 @@ package struct WebSocketStateMachine {
         case none
         /// Hand a whole message to the application.
         case deliver(WebSocketMessage)
+        /// A whole permessage-deflate message (its compressed bytes): inflate
+        /// it within `maxMessageSize` and pass the result to ``inflated(_:kind:now:)``.
+        case inflate(WebSocketMessage.Kind, ByteBuffer)
         /// Answer a ping with a pong carrying the same payload.
         case pong(ByteBuffer)
         /// Send a close frame with this code; close TCP after it if `thenCloseTCP`.
@@ -73,7 +76,13 @@ package struct WebSocketStateMachine {
     package private(set) var closeCode: WebSocketCloseCode?
     /// Why the connection closed (or is closing).
     package private(set) var closeCause: WebSocketCloseCause?
+    /// The rejection path a failure took, where it is counted apart
+    /// (deflate bombs, corrupt compressed data, reserved bits).
+    package private(set) var closeLimit: LimitKind?
     private let limits: Limits
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    private let deflate: Bool
+    private var fragmentsCompressed = false
     private var fragments: ByteBuffer?
     private var fragmentKind: WebSocketMessage.Kind?
     private var utf8 = UTF8Validator()
@@ -83,15 +92,16 @@ package struct WebSocketStateMachine {
     private var heardFromPeer = false
 
     /// A machine for a connection opened at `now`.
-    package init(limits: Limits, now: NIODeadline) {
+    package init(limits: Limits, now: NIODeadline, deflate: Bool = false) {
         self.limits = limits
+        self.deflate = deflate
         self.messageBucket = limits.maxMessagesPerSecond.map { TokenBucket(perSecond: $0, now: now) }
         self.byteBucket = limits.maxBytesPerSecond.map { TokenBucket(perSecond: $0, now: now) }
     }
 
     /// A machine with only a message size limit (framing rules alone).
-    package init(maxMessageSize: Int) {
-        self.init(limits: Limits(maxMessageSize: maxMessageSize), now: .now())
+    package init(maxMessageSize: Int, deflate: Bool = false) {
+        self.init(limits: Limits(maxMessageSize: maxMessageSize), now: .now(), deflate: deflate)
     }
 
     /// When the first keepalive tick is due (`nil`: keepalive is off).
@@ -107,7 +117,12 @@ package struct WebSocketStateMachine {
             return fail(.policyViolation, "byte rate limit", cause: .byteRateLimited)
         }
         guard let maskKey = frame.maskKey else { return fail(.protocolError, "unmasked client frame") }
-        guard !frame.rsv1, !frame.rsv2, !frame.rsv3 else { return fail(.protocolError, "reserved bits set") }
+        guard !frame.rsv2, !frame.rsv3 else { return fail(.protocolError, "reserved bits set", limit: .reservedBits) }
+        // RSV1 is permessage-deflate's, on the first frame of a data message only (RFC 7692 §6).
+        if frame.rsv1, !deflate || (frame.opcode != .text && frame.opcode != .binary) {
+            return fail(.protocolError, deflate ? "RSV1 on a control or continuation frame" : "RSV1 without permessage-deflate",
+                        limit: .reservedBits)
+        }
         switch frame.opcode {
         case .ping:
             guard frame.fin else { return fail(.protocolError, "fragmented control frame") }
@@ -124,6 +139,7 @@ package struct WebSocketStateMachine {
             guard state == .open else { return .none }
             guard fragmentKind == nil else { return fail(.protocolError, "new message before the last one ended") }
             let kind: WebSocketMessage.Kind = frame.opcode == .text ? .text : .binary
+            fragmentsCompressed = frame.rsv1
             return receiveData(kind: kind, frame: frame, maskKey: maskKey, first: true, now: now)
         case .continuation:
             guard state == .open else { return .none }
@@ -171,13 +187,34 @@ package struct WebSocketStateMachine {
         return true
     }
 
+    /// The inflated payload of the message an ``Action/inflate(_:_:)`` asked for.
+    package mutating func inflated(_ result: Result<ByteBuffer, MessageInflater.Failure>, kind: WebSocketMessage.Kind) -> Action {
+        guard state == .open else { return .none }
+        switch result {
+        case .failure(.tooBig):
+            return fail(.messageTooBig, "message too big", limit: .inflatedSize)
+        case .failure(.corrupt):
+            return fail(.invalidPayload, "invalid compressed data", limit: .corruptCompression)
+        case .failure(.unavailable):
+            return fail(.internalError, "compression unavailable")
+        case .success(let data):
+            if kind == .text {
+                guard data.withUnsafeReadableBytes({ UTF8Validator.isValid($0) }) else {
+                    return fail(.invalidPayload, "invalid UTF-8")
+                }
+            }
+            return .deliver(WebSocketMessage(kind: kind, data: data))
+        }
+    }
+
     /// Fail the connection (§7.1.7): send a close frame with `code`, then close TCP.
     package mutating func fail(_ code: WebSocketCloseCode, _ reason: String,
-                               cause: WebSocketCloseCause? = nil) -> Action {
+                               cause: WebSocketCloseCause? = nil, limit: LimitKind? = nil) -> Action {
         guard state != .closed else { return .none }
         let alreadySent = state == .closeSent
         state = .closed
         closeCode = code
+        closeLimit = limit
         closeCause = cause ?? Self.cause(of: code)
         return alreadySent ? .closeTCP : .sendClose(code, reason: reason, thenCloseTCP: true)
     }
@@ -210,6 +247,9 @@ package struct WebSocketStateMachine {
         let soFar = fragments?.readableBytes ?? 0
         guard soFar + frame.length <= limits.maxMessageSize else { return fail(.messageTooBig, "message too big") }
         let data = unmask(frame.data, maskKey)
+        if fragmentsCompressed {
+            return receiveCompressed(kind: kind, data: data, fin: frame.fin, now: now)
+        }
         if kind == .text {
             let valid = data.withUnsafeReadableBytes { utf8.feed($0) }
             guard valid, !frame.fin || utf8.isComplete else { return fail(.invalidPayload, "invalid UTF-8") }
@@ -237,6 +277,27 @@ package struct WebSocketStateMachine {
             fragments?.writeBuffer(&data)
         }
         return .none
+    }
+
+    /// A frame of a compressed message: its bytes are collected (within
+    /// `maxMessageSize`, checked by the caller) and inflated whole at the end,
+    /// where the UTF-8 of a text message is checked.
+    private mutating func receiveCompressed(kind: WebSocketMessage.Kind, data: ByteBuffer, fin: Bool, now: NIODeadline) -> Action {
+        var collected = data
+        if var earlier = fragments.take() {  // taken, so appending does not copy it
+            earlier.writeImmutableBuffer(data)
+            collected = earlier
+        }
+        guard fin else {
+            fragments = collected
+            fragmentKind = kind
+            return .none
+        }
+        fragments = nil
+        fragmentKind = nil
+        fragmentsCompressed = false
+        guard withinMessageRate(now) else { return fail(.policyViolation, "rate limit", cause: .rateLimited) }
+        return .inflate(kind, collected)
     }
 
     private mutating func receiveClose(_ payload: ByteBuffer) -> Action {

@@ -1,6 +1,7 @@
 package import NIOCore
 package import NIOHTTP1
 import NIOWebSocket
+import Synchronization
 
 /// Our side of the WebSocket upgrade, plugged into NIO's HTTP upgrade handler.
 ///
@@ -50,11 +51,36 @@ extension WebSocketServer {
         return decide(channel: channel, head: head, handshake: handshake).map { extra in
             var headers = initialHeaders
             headers.add(contentsOf: extra)
+            if let compression = self.negotiateCompression(channel: channel, head: head) {
+                handshake.value.compression = compression
+                headers.replaceOrAdd(name: "Sec-WebSocket-Extensions", value: compression.responseHeader)
+            }
             headers.replaceOrAdd(name: "Upgrade", value: "websocket")
             headers.replaceOrAdd(name: "Connection", value: "Upgrade")
             headers.replaceOrAdd(name: "Sec-WebSocket-Accept", value: WebSocketAccept.value(forKey: key))
             return headers
         }
+    }
+
+    /// permessage-deflate for this request, if the client offers an acceptable
+    /// form. A connection admitted with a context of its own gives its place
+    /// back when its channel closes (however the handshake or connection ends).
+    private func negotiateCompression(channel: any Channel, head: HTTPRequestHead) -> PerMessageDeflateParameters? {
+        let limit = configuration.compression.maxContextTakeoverConnections
+        var admitted = false
+        let parameters = PerMessageDeflateNegotiation.negotiate(head.headers, configuration: configuration.compression) {
+            guard compressionContexts.add(1, ordering: .relaxed).newValue <= limit else {
+                compressionContexts.subtract(1, ordering: .relaxed)
+                counters.hit(.compressionContexts)
+                return false
+            }
+            admitted = true
+            return true
+        }
+        if admitted {
+            channel.closeFuture.whenComplete { _ in self.compressionContexts.subtract(1, ordering: .relaxed) }
+        }
+        return parameters
     }
 
     /// After the 101 went out: adds the frame decoder and opens the connection.
